@@ -1,0 +1,1 @@
+//! The job manager between the HTTP front end and the pipeline (to be written).

@@ -1,0 +1,1 @@
+//! The CLIP vision encoder and its image preprocessing, for image-to-video.

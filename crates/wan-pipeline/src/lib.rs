@@ -1,0 +1,18 @@
+//! Wan2.1 (text-, image- and video-to-video) in candle, loading the diffusers layout.
+//!
+//! Every model module mirrors the checkpoint keys of the diffusers / transformers classes it ports,
+//! so `vb.pp(..)` paths read the same as the Python state dict. The crate knows nothing of HTTP or
+//! async runtimes; it is used by `wan-jobs` and by the `wan-server` command line.
+
+pub mod error;
+pub mod loader;
+pub mod text_encoder;
+pub mod image_encoder;
+pub mod scheduler;
+pub mod transformer;
+pub mod vae;
+pub mod pipeline;
+pub mod media;
+pub mod parity;
+
+pub use error::{Error, Result};

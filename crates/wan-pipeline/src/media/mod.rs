@@ -1,0 +1,1 @@
+//! Media I/O: images and videos in, H.264 mp4 out.

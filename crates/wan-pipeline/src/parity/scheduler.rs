@@ -1,0 +1,7 @@
+//! Fixture kind `scheduler`: not implemented yet.
+use super::{Computation, Fixture, RunOptions};
+use crate::Result;
+
+pub fn prepare(_fixture: &Fixture, _opts: &RunOptions) -> Result<Option<Computation>> {
+    Ok(None)
+}

@@ -1,0 +1,1 @@
+//! The text-, image- and video-to-video pipelines.

@@ -1,0 +1,1 @@
+//! Samplers: UniPC multistep and flow-match Euler, configured from scheduler_config.json.

@@ -1,0 +1,1 @@
+//! The Wan DiT (`WanTransformer3DModel`).

@@ -1,0 +1,1 @@
+//! The causal 3D VAE (`AutoencoderKLWan`).

@@ -1,0 +1,1 @@
+//! The root package only hosts the repository-level tests (`tests/`) and benchmarks (`benches/`).
