@@ -1,0 +1,137 @@
+//! A loaded Wan pipeline directory: every component the pipelines need, loaded once.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::Deserialize;
+
+use crate::image_encoder::ClipImageEncoder;
+use crate::loader::read_json;
+use crate::text_encoder::WanTextEncoder;
+use crate::transformer::WanTransformer3DModel;
+use crate::vae::AutoencoderKLWan;
+use crate::{Error, Result};
+
+/// What a pipeline directory can do, from its `model_index.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// `WanPipeline` (also serves video-to-video: `WanVideoToVideoPipeline` loads the same files).
+    T2v,
+    /// `WanImageToVideoPipeline`.
+    I2v,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::T2v => "t2v",
+            ModelKind::I2v => "i2v",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelIndex {
+    #[serde(rename = "_class_name")]
+    class_name: String,
+}
+
+/// Reads `model_index.json` and says which kind of Wan pipeline the directory holds.
+/// Anything that is not a Wan diffusers pipeline is an error that says so.
+pub fn detect_kind(model_dir: &Path) -> Result<ModelKind> {
+    let path = model_dir.join("model_index.json");
+    if !path.is_file() {
+        return Err(Error::MissingModelFile { path: model_dir.to_path_buf(), what: "model_index.json".into() });
+    }
+    let index: ModelIndex = read_json(&path)?;
+    match index.class_name.as_str() {
+        "WanPipeline" | "WanVideoToVideoPipeline" => Ok(ModelKind::T2v),
+        "WanImageToVideoPipeline" => Ok(ModelKind::I2v),
+        other => Err(Error::InvalidInput(format!(
+            "{} is a {other} directory, not a Wan diffusers pipeline (WanPipeline or WanImageToVideoPipeline)",
+            model_dir.display()
+        ))),
+    }
+}
+
+/// Checks that every file a Wan pipeline of this directory's kind needs is present (configs,
+/// tokenizer, and every weight shard an index names), without reading any weights.
+pub fn check_complete(model_dir: &Path) -> Result<ModelKind> {
+    let kind = detect_kind(model_dir)?;
+    let mut files = vec!["tokenizer/tokenizer.json", "scheduler/scheduler_config.json"];
+    let mut components = vec!["text_encoder", "transformer", "vae"];
+    if kind == ModelKind::I2v {
+        files.push("image_processor/preprocessor_config.json");
+        components.push("image_encoder");
+    }
+    for file in files {
+        if !model_dir.join(file).is_file() {
+            return Err(Error::MissingModelFile { path: model_dir.to_path_buf(), what: file.into() });
+        }
+    }
+    for component in components {
+        let dir = model_dir.join(component);
+        if !dir.join("config.json").is_file() {
+            return Err(Error::MissingModelFile { path: model_dir.to_path_buf(), what: format!("{component}/config.json") });
+        }
+        crate::loader::safetensors_files(&dir)?;
+    }
+    Ok(kind)
+}
+
+/// Every component of one pipeline directory, on one device, in one dtype.
+pub struct WanModels {
+    pub dir: PathBuf,
+    pub kind: ModelKind,
+    pub dtype: DType,
+    pub device: Device,
+    pub text_encoder: WanTextEncoder,
+    pub transformer: WanTransformer3DModel,
+    pub vae: AutoencoderKLWan,
+    /// Present for image-to-video models.
+    pub image_encoder: Option<ClipImageEncoder>,
+}
+
+impl WanModels {
+    /// Loads a diffusers Wan pipeline directory, every component in `dtype` on `device`
+    /// (memory-mapped; see `loader`). Fails before loading anything if a component is missing.
+    pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let kind = check_complete(model_dir)?;
+        let text_encoder = WanTextEncoder::load(model_dir, dtype, device)?;
+        let transformer = WanTransformer3DModel::load(&model_dir.join("transformer"), dtype, device)?;
+        let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtype, device)?;
+        let image_encoder = match kind {
+            ModelKind::I2v => Some(ClipImageEncoder::load(model_dir, dtype, device)?),
+            ModelKind::T2v => None,
+        };
+        Ok(Self { dir: model_dir.to_path_buf(), kind, dtype, device: device.clone(), text_encoder, transformer, vae, image_encoder })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_models() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models")
+    }
+
+    #[test]
+    fn tiny_models_are_complete_and_of_their_kind() {
+        assert_eq!(check_complete(&shared_models().join("wan-tiny-t2v")).unwrap(), ModelKind::T2v);
+        assert_eq!(check_complete(&shared_models().join("wan-tiny-i2v")).unwrap(), ModelKind::I2v);
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_wan_pipeline_is_refused() {
+        let err = check_complete(&shared_models().join("scheduler-flow-match-euler")).unwrap_err();
+        assert!(err.to_string().contains("model_index.json"), "{err}");
+        let dir = std::env::temp_dir().join(format!("wan-notwan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model_index.json"), r#"{"_class_name": "StableDiffusionPipeline"}"#).unwrap();
+        let err = check_complete(&dir).unwrap_err().to_string();
+        assert!(err.contains("StableDiffusionPipeline") && err.contains("not a Wan"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

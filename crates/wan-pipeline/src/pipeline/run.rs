@@ -1,0 +1,203 @@
+//! The three pipelines end to end: prepare (prompt, timesteps, latents, conditions), denoise,
+//! decode. `generate` draws the noise from the seed and streams the frames out;
+//! `prepare` + `denoise_prepared` take the noise as given, which is how the parity test feeds the
+//! reference's initial latents.
+
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use super::stages::{self, DenoiseInputs, LatentGeometry};
+use super::{gaussian_noise, round_up_frames, Conditioning, Control, GenerationParams, ModelKind, StepProgress, Trace, WanModels};
+use crate::scheduler::Scheduler;
+use crate::{Error, Result};
+
+/// Everything the denoising loop needs, computed by the stages before it.
+pub struct Prepared {
+    pub prompt_embeds: Tensor,
+    pub negative_prompt_embeds: Option<Tensor>,
+    pub scheduler: Scheduler,
+    /// The timesteps the loop runs (all of them, or the tail that v2v's strength keeps).
+    pub timesteps: Vec<f64>,
+    /// The latents the loop starts from (normalised latent space, f32).
+    pub latents: Tensor,
+    /// i2v: the mask + image latent condition, (1, 4 + C, f, h, w).
+    pub condition: Option<Tensor>,
+    /// i2v: the CLIP image embedding.
+    pub image_embeds: Option<Tensor>,
+    /// i2v: the CLIP pixel values; v2v: none.
+    pub clip_pixel_values: Option<Tensor>,
+    /// i2v: the image in [-1, 1]; v2v: the video in [-1, 1].
+    pub preprocessed: Option<Tensor>,
+    /// v2v: the normalised latents of the input video, and the timestep they were noised to.
+    pub init_latents: Option<Tensor>,
+    pub latent_timestep: Option<f64>,
+    /// Video frames generated (4k+1) and the frames asked for (the first ones are kept).
+    pub frames_generated: usize,
+    pub frames_wanted: usize,
+}
+
+/// The shape of the noise `prepare` expects for these parameters (and conditioning).
+pub fn noise_shape(models: &WanModels, params: &GenerationParams, conditioning: &Conditioning) -> [usize; 5] {
+    let geometry = LatentGeometry::of(models);
+    let wanted = match conditioning {
+        Conditioning::Video { frames, .. } => frames.len(),
+        _ => params.num_frames,
+    };
+    geometry.shape(round_up_frames(wanted, geometry.temporal), params.height, params.width)
+}
+
+fn check_model_fits(models: &WanModels, conditioning: &Conditioning) -> Result<()> {
+    match (conditioning, models.kind) {
+        (Conditioning::Image(_), ModelKind::I2v) | (Conditioning::Text | Conditioning::Video { .. }, ModelKind::T2v) => Ok(()),
+        (Conditioning::Image(_), ModelKind::T2v) => Err(Error::InvalidInput(
+            "image-to-video needs an image-to-video model (WanImageToVideoPipeline); the loaded model is text-to-video".into(),
+        )),
+        (_, ModelKind::I2v) => Err(Error::InvalidInput(
+            "the loaded model is image-to-video (WanImageToVideoPipeline): it needs an image".into(),
+        )),
+    }
+}
+
+/// Stages up to the denoising loop. `noise` has `noise_shape(..)`: for t2v and i2v it is the
+/// initial latents, for v2v the noise added to the encoded video.
+pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Conditioning, noise: &Tensor) -> Result<Prepared> {
+    check_model_fits(models, conditioning)?;
+    let geometry = LatentGeometry::of(models);
+    let patch = models.transformer.config.patch_size.get(1).copied().unwrap_or(2);
+    params.check(geometry.spatial * patch)?;
+    let device = &models.device;
+    let shape = noise_shape(models, params, conditioning);
+    if noise.dims() != shape {
+        return Err(Error::InvalidInput(format!("noise has shape {:?}, expected {shape:?}", noise.dims())));
+    }
+    let noise = noise.to_dtype(DType::F32)?.to_device(device)?;
+
+    let (prompt_embeds, negative_prompt_embeds) = stages::encode_prompt(models, params)?;
+    let mut scheduler = stages::prepare_scheduler(models, params)?;
+    let all_timesteps = scheduler.timesteps().to_vec();
+
+    let mut latents = noise.clone();
+    let mut timesteps = all_timesteps;
+    let (mut condition, mut image_embeds, mut clip_pixel_values, mut preprocessed) = (None, None, None, None);
+    let (mut init_latents, mut latent_timestep) = (None, None);
+    let mut frames_generated = round_up_frames(params.num_frames, geometry.temporal);
+    let mut frames_wanted = params.num_frames;
+
+    match conditioning {
+        Conditioning::Text => {
+            // WanPipeline sets the begin index; the i2v and v2v pipelines let the scheduler find it.
+            scheduler.set_begin_index(0);
+        }
+        Conditioning::Image(image) => {
+            let encoder = models
+                .image_encoder
+                .as_ref()
+                .ok_or_else(|| Error::InvalidInput("the model has no image encoder".into()))?;
+            let pixel_values = encoder.preprocess(image)?;
+            image_embeds = Some(encoder.encode(&pixel_values.to_dtype(models.dtype)?)?);
+            let image_tensor = stages::image_to_tensor(image, params.height, params.width, device)?;
+            condition = Some(stages::prepare_image_condition(models, &image_tensor, frames_generated, shape)?);
+            clip_pixel_values = Some(pixel_values);
+            preprocessed = Some(image_tensor);
+        }
+        Conditioning::Video { frames, strength } => {
+            if !(0.0..=1.0).contains(strength) {
+                return Err(Error::InvalidInput(format!("strength must be within 0..=1, got {strength}")));
+            }
+            let last = frames.last().ok_or_else(|| Error::InvalidInput("the input video has no frames".into()))?;
+            // Pad to 4k+1 frames by repeating the last one; the output is cut back to the input's count.
+            frames_generated = round_up_frames(frames.len(), geometry.temporal);
+            frames_wanted = frames.len();
+            let mut padded: Vec<RgbImage> = frames.clone();
+            padded.resize(frames_generated, last.clone());
+            let video = stages::video_to_tensor(&padded, params.height, params.width, device)?;
+            let encoded = stages::encode_video_latents(models, &video)?;
+            let (kept, _t_start) = scheduler.timesteps_for_strength(*strength);
+            latents = match kept.first() {
+                Some(&t) => {
+                    latent_timestep = Some(t);
+                    scheduler.add_noise(&encoded, &noise, t)?
+                }
+                // Strength 0 keeps no step: the video is only re-encoded.
+                None => encoded.clone(),
+            };
+            timesteps = kept;
+            init_latents = Some(encoded);
+            preprocessed = Some(video);
+        }
+    }
+    Ok(Prepared {
+        prompt_embeds,
+        negative_prompt_embeds,
+        scheduler,
+        timesteps,
+        latents,
+        condition,
+        image_embeds,
+        clip_pixel_values,
+        preprocessed,
+        init_latents,
+        latent_timestep,
+        frames_generated,
+        frames_wanted,
+    })
+}
+
+/// The denoising loop over a prepared run; returns the final latents.
+pub fn denoise_prepared(
+    models: &WanModels,
+    prepared: &mut Prepared,
+    guidance_scale: f64,
+    on_step: &mut dyn FnMut(StepProgress) -> Control,
+    trace: Option<&mut Trace>,
+) -> Result<Tensor> {
+    let inputs = DenoiseInputs {
+        prompt_embeds: &prepared.prompt_embeds,
+        negative_prompt_embeds: prepared.negative_prompt_embeds.as_ref(),
+        guidance_scale,
+        condition: prepared.condition.as_ref(),
+        image_embeds: prepared.image_embeds.as_ref(),
+    };
+    let timesteps = prepared.timesteps.clone();
+    stages::denoise(models, &mut prepared.scheduler, prepared.latents.clone(), &timesteps, &inputs, on_step, trace)
+}
+
+/// What `generate` reports.
+#[derive(Debug, Clone)]
+pub struct GeneratedVideo {
+    pub seed: u64,
+    pub frames_written: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Runs one generation from its seed and hands each output frame to `on_frame` as soon as the VAE
+/// has decoded it, so a long video never sits in memory whole.
+pub fn generate(
+    models: &WanModels,
+    params: &GenerationParams,
+    conditioning: &Conditioning,
+    on_step: &mut dyn FnMut(StepProgress) -> Control,
+    on_frame: &mut dyn FnMut(RgbImage) -> Result<()>,
+) -> Result<GeneratedVideo> {
+    check_model_fits(models, conditioning)?;
+    let shape = noise_shape(models, params, conditioning);
+    let noise = gaussian_noise(params.seed, &shape, &models.device)?;
+    let mut prepared = prepare(models, params, conditioning, &noise)?;
+    let latents = denoise_prepared(models, &mut prepared, params.guidance_scale, on_step, None)?;
+    let z = models.vae.denormalize_latents(&latents)?.to_dtype(models.dtype)?;
+    let wanted = prepared.frames_wanted;
+    let mut written = 0usize;
+    models.vae.decode_streaming(&z, &mut |chunk: Tensor| {
+        // (1, 3, n, H, W) in [-1, 1] -> (n, H, W, 3) in [0, 1] -> images
+        let frames = stages::video_to_unit_frames(&chunk)?.squeeze(0)?;
+        for image in stages::unit_frames_to_images(&frames)? {
+            if written < wanted {
+                on_frame(image)?;
+                written += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(GeneratedVideo { seed: params.seed, frames_written: written, width: params.width, height: params.height })
+}

@@ -1,0 +1,219 @@
+//! The stages of the Wan pipelines, each a public function, in the order diffusers runs them.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use super::{Control, GenerationParams, StepProgress, Trace, WanModels};
+use crate::scheduler::Scheduler;
+use crate::{Error, Result};
+
+/// Latent channels, and the VAE's temporal and spatial compression.
+pub struct LatentGeometry {
+    pub channels: usize,
+    pub temporal: usize,
+    pub spatial: usize,
+}
+
+impl LatentGeometry {
+    pub fn of(models: &WanModels) -> Self {
+        let cfg = &models.vae.config;
+        Self {
+            channels: cfg.z_dim,
+            temporal: cfg.scale_factor_temporal(),
+            spatial: cfg.scale_factor_spatial(),
+        }
+    }
+
+    /// (1, C, (F-1)/t + 1, H/s, W/s) for `frames` = 4k+1 video frames.
+    pub fn shape(&self, frames: usize, height: usize, width: usize) -> [usize; 5] {
+        [1, self.channels, (frames - 1) / self.temporal + 1, height / self.spatial, width / self.spatial]
+    }
+}
+
+/// Stage "encode prompt": the prompt's and (with CFG) the negative prompt's embeddings,
+/// (1, max_sequence_length, text_dim), zero rows after each real length.
+pub fn encode_prompt(models: &WanModels, params: &GenerationParams) -> Result<(Tensor, Option<Tensor>)> {
+    let cond = models.text_encoder.encode_prompts(&[params.prompt.clone()], params.max_sequence_length)?;
+    let uncond = if params.do_classifier_free_guidance() {
+        let negative = params.negative_prompt.clone().unwrap_or_default();
+        Some(models.text_encoder.encode_prompts(&[negative], params.max_sequence_length)?)
+    } else {
+        None
+    };
+    Ok((cond, uncond))
+}
+
+/// Stage "timesteps": a scheduler from the model's config (with the requested shift) and its
+/// timesteps for `num_inference_steps`.
+pub fn prepare_scheduler(models: &WanModels, params: &GenerationParams) -> Result<Scheduler> {
+    let mut scheduler = Scheduler::from_model_dir(&models.dir, params.shift)?;
+    scheduler.set_timesteps(params.num_inference_steps)?;
+    Ok(scheduler)
+}
+
+/// An RGB image as a (1, 3, H, W) f32 tensor in [-1, 1] at exactly `height` x `width`
+/// (resized with Lanczos as diffusers' VideoProcessor does when the size differs).
+pub fn image_to_tensor(image: &RgbImage, height: usize, width: usize, device: &Device) -> Result<Tensor> {
+    let resized;
+    let img = if image.width() as usize == width && image.height() as usize == height {
+        image
+    } else {
+        resized = crate::media::resize_rgb(image, width as u32, height as u32)?;
+        &resized
+    };
+    let data: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    // (H, W, 3) -> (1, 3, H, W)
+    let t = Tensor::from_vec(data, (height, width, 3), &Device::Cpu)?.permute((2, 0, 1))?.unsqueeze(0)?;
+    Ok(t.contiguous()?.to_device(device)?)
+}
+
+/// Frames as a (1, 3, F, H, W) f32 tensor in [-1, 1] at `height` x `width`.
+pub fn video_to_tensor(frames: &[RgbImage], height: usize, width: usize, device: &Device) -> Result<Tensor> {
+    if frames.is_empty() {
+        return Err(Error::InvalidInput("the input video has no frames".into()));
+    }
+    let per_frame = frames
+        .iter()
+        .map(|f| image_to_tensor(f, height, width, device))
+        .collect::<Result<Vec<_>>>()?;
+    // F x (1, 3, H, W) -> (1, 3, F, H, W)
+    Ok(Tensor::stack(&per_frame, 2)?)
+}
+
+/// VAE-encodes a video in [-1, 1] and normalises its mode as the pipelines do:
+/// (mode - latents_mean) * (1 / latents_std).
+pub fn encode_video_latents(models: &WanModels, video: &Tensor) -> Result<Tensor> {
+    let dist = models.vae.encode(&video.to_dtype(models.dtype)?)?;
+    models.vae.normalize_latents(&dist.mode()?.to_dtype(DType::F32)?)
+}
+
+/// Stage "prepare latents" for image-to-video: the 20-channel condition (B, 4 + C, f, h, w):
+/// a 4-channel mask marking the first frame, then the normalised latent of [image, zeros...].
+pub fn prepare_image_condition(models: &WanModels, image: &Tensor, num_frames: usize, latent_shape: [usize; 5]) -> Result<Tensor> {
+    let [b, _, lf, lh, lw] = latent_shape;
+    let (_, c, h, w) = image.dims4()?;
+    // The first frame is the image, the rest grey (zeros in [-1, 1]): (B, 3, F, H, W).
+    let first = image.unsqueeze(2)?;
+    let video = if num_frames > 1 {
+        let rest = Tensor::zeros((b, c, num_frames - 1, h, w), image.dtype(), image.device())?;
+        Tensor::cat(&[&first, &rest], 2)?
+    } else {
+        first
+    };
+    let latent_condition = encode_video_latents(models, &video)?;
+    let temporal = models.vae.config.scale_factor_temporal();
+    // Mask in frame space: 1 for the first frame, 0 after; the first frame repeated `temporal`
+    // times so that the frame axis folds into (latent frames, temporal) exactly.
+    let mut mask = vec![0f32; (temporal + num_frames - 1) * lh * lw];
+    mask[..temporal * lh * lw].fill(1.0);
+    // (1, T + F - 1, h, w) -> (1, f, T, h, w) -> (1, T, f, h, w)
+    let mask = Tensor::from_vec(mask, (1, temporal + num_frames - 1, lh, lw), image.device())?
+        .reshape((1, lf, temporal, lh, lw))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .repeat((b, 1, 1, 1, 1))?;
+    Ok(Tensor::cat(&[&mask, &latent_condition.to_dtype(DType::F32)?], 1)?)
+}
+
+/// What the denoising loop is conditioned on besides the latents.
+pub struct DenoiseInputs<'a> {
+    pub prompt_embeds: &'a Tensor,
+    pub negative_prompt_embeds: Option<&'a Tensor>,
+    pub guidance_scale: f64,
+    /// i2v: the mask + image latent, concatenated to the latents on channels at every step.
+    pub condition: Option<&'a Tensor>,
+    /// i2v: the CLIP image embedding, used for both guidance passes.
+    pub image_embeds: Option<&'a Tensor>,
+}
+
+/// Stage "denoise": runs `timesteps` through the transformer and the scheduler. After each step
+/// the callback hears the progress; if it answers `Stop`, the run ends with `Error::Cancelled`.
+pub fn denoise(
+    models: &WanModels,
+    scheduler: &mut Scheduler,
+    mut latents: Tensor,
+    timesteps: &[f64],
+    inputs: &DenoiseInputs,
+    on_step: &mut dyn FnMut(StepProgress) -> Control,
+    mut trace: Option<&mut Trace>,
+) -> Result<Tensor> {
+    let started = Instant::now();
+    let total = timesteps.len();
+    let dtype = models.dtype;
+    let batch = latents.dim(0)?;
+    let image_embeds = inputs.image_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
+    let cond_embeds = inputs.prompt_embeds.to_dtype(dtype)?;
+    let uncond_embeds = inputs.negative_prompt_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let model_input = match inputs.condition {
+            Some(cond) => Tensor::cat(&[&latents, cond], 1)?,
+            None => latents.clone(),
+        }
+        .to_dtype(dtype)?;
+        let timestep = Tensor::full(t as f32, batch, latents.device())?;
+        let noise_cond = models
+            .transformer
+            .forward(&model_input, &timestep, &cond_embeds, image_embeds.as_ref())?
+            .to_dtype(DType::F32)?;
+        let noise_pred = match &uncond_embeds {
+            Some(uncond) => {
+                let noise_uncond = models
+                    .transformer
+                    .forward(&model_input, &timestep, uncond, image_embeds.as_ref())?
+                    .to_dtype(DType::F32)?;
+                // uncond + g * (cond - uncond)
+                let guided = (&noise_uncond + ((&noise_cond - &noise_uncond)? * inputs.guidance_scale)?)?;
+                if let Some(tr) = trace.as_deref_mut() {
+                    tr.noise_pred_uncond.push(noise_uncond);
+                }
+                guided
+            }
+            None => noise_cond.clone(),
+        };
+        latents = scheduler.step(&noise_pred, t, &latents)?;
+        if let Some(tr) = trace.as_deref_mut() {
+            tr.timesteps_run.push(t);
+            tr.noise_pred_cond.push(noise_cond);
+            tr.step_latents.push(latents.clone());
+        }
+        if on_step(StepProgress { step: i + 1, total, elapsed: started.elapsed() }) == Control::Stop {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(latents)
+}
+
+/// Stage "decode": de-normalises the latents and decodes them to a video in [-1, 1],
+/// (B, 3, F, H, W).
+pub fn decode(models: &WanModels, latents: &Tensor) -> Result<Tensor> {
+    let z = models.vae.denormalize_latents(&latents.to_dtype(DType::F32)?)?;
+    Ok(models.vae.decode(&z.to_dtype(models.dtype)?)?.to_dtype(DType::F32)?)
+}
+
+/// A decoded video (B, 3, F, H, W) in [-1, 1] as frames (B, F, H, W, 3) in [0, 1], as diffusers'
+/// `postprocess_video(output_type="np")` lays them out.
+pub fn video_to_unit_frames(video: &Tensor) -> Result<Tensor> {
+    let frames = ((video.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+    // (B, 3, F, H, W) -> (B, F, H, W, 3)
+    Ok(frames.permute((0, 2, 3, 4, 1))?.contiguous()?)
+}
+
+/// Frames (F, H, W, 3) in [0, 1] to 8-bit RGB images, rounding as PIL's `numpy_to_pil` does
+/// ((x * 255).round()).
+pub fn unit_frames_to_images(frames: &Tensor) -> Result<Vec<RgbImage>> {
+    let (f, h, w, c) = frames.dims4()?;
+    if c != 3 {
+        return Err(Error::InvalidInput(format!("frames must have 3 channels, got {c}")));
+    }
+    let bytes = (frames.to_dtype(DType::F32)? * 255.0)?.round()?.clamp(0f32, 255f32)?.to_dtype(DType::U8)?;
+    let mut out = Vec::with_capacity(f);
+    for i in 0..f {
+        let data: Vec<u8> = bytes.get(i)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
+        let img = RgbImage::from_raw(w as u32, h as u32, data)
+            .ok_or_else(|| Error::Media(format!("frame {i} has the wrong size")))?;
+        out.push(img);
+    }
+    Ok(out)
+}
