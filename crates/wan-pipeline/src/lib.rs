@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod loader;
+pub mod hub_cache;
 pub mod text_encoder;
 pub mod image_encoder;
 pub mod scheduler;

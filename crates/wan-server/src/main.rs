@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Time one fixture's computation (after a warm-up) and print one line of figures.
     Bench(cli::bench::BenchArgs),
+    /// Generate one video (text-, image- or video-to-video) to an mp4 file.
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> Result<()> {
@@ -22,5 +24,6 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Generate(args) => cli::generate::run(&args),
     }
 }

@@ -60,7 +60,7 @@ pub fn image_to_tensor(image: &RgbImage, height: usize, width: usize, device: &D
     let img = if image.width() as usize == width && image.height() as usize == height {
         image
     } else {
-        resized = crate::media::resize_rgb(image, width as u32, height as u32)?;
+        resized = crate::media::resize_rgb(image, width as u32, height as u32, crate::media::ResizeMode::Stretch)?;
         &resized
     };
     let data: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();

@@ -1,3 +1,4 @@
 //! Command-line subcommands that run without the HTTP server.
 
 pub mod bench;
+pub mod generate;
