@@ -25,6 +25,10 @@ pub enum Error {
     #[error("model directory {path} is incomplete: {what}")]
     MissingModelFile { path: PathBuf, what: String },
 
+    /// A config option this port does not implement (refused at load, never silently ignored).
+    #[error("unsupported configuration: {0}")]
+    UnsupportedConfig(String),
+
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
 

@@ -1,0 +1,316 @@
+//! UniPC multistep sampling (Zhao et al. 2023) as diffusers' `UniPCMultistepScheduler` runs it
+//! for Wan: flow sigmas shifted by `flow_shift`, data prediction (`predict_x0`), the B(h)
+//! predictor UniP and corrector UniC, warm-up and `lower_order_final` order reduction.
+//!
+//! Sigma tables are computed in f64 and rounded to f32 where diffusers stores float32, and every
+//! per-step coefficient (log-SNRs, phi functions, the small rho systems) is computed in f64 from
+//! those f32 sigmas; the tensors themselves are combined in f32 on whatever device they live on.
+
+use std::collections::VecDeque;
+
+use candle_core::{DType, Tensor};
+
+use super::config::{FinalSigmasType, SolverType, UniPcConfig};
+use super::tables::{self, as_f32, index_for_timestep, linspace, shift_sigma, stretch_to_terminal};
+use super::weighted_sum;
+use crate::{Error, Result};
+
+/// diffusers nudges a first sigma of exactly 1 down by this, so that `log(alpha = 1 - sigma)`
+/// stays finite in the first updates.
+const FIRST_SIGMA_EPS: f64 = 1e-6;
+
+/// The UniPC sampler and its multistep state.
+#[derive(Debug, Clone)]
+pub struct UniPcMultistep {
+    config: UniPcConfig,
+    /// Integral timesteps as the model receives them (diffusers: int64 `trunc(sigma * T)`).
+    timesteps: Vec<f64>,
+    /// One more sigma than timesteps, each exactly a float32 value; the last is the final sigma.
+    sigmas: Vec<f64>,
+    num_inference_steps: Option<usize>,
+    /// The last `solver_order` data predictions (x0), oldest first.
+    model_outputs: VecDeque<Tensor>,
+    /// How many steps have run, capped at `solver_order` (drives the warm-up order).
+    lower_order_nums: usize,
+    /// The sample the last predictor started from, for the next step's corrector.
+    last_sample: Option<Tensor>,
+    /// The order of the last predictor, reused by the next corrector.
+    this_order: usize,
+    step_index: Option<usize>,
+    begin_index: Option<usize>,
+}
+
+impl UniPcMultistep {
+    /// A sampler for `config` (as `UniPCMultistepScheduler.from_config`); the schedule is empty
+    /// until [`Self::set_timesteps`].
+    pub fn new(config: UniPcConfig) -> Result<Self> {
+        config.check_supported()?;
+        Ok(Self {
+            config,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            num_inference_steps: None,
+            model_outputs: VecDeque::new(),
+            lower_order_nums: 0,
+            last_sample: None,
+            this_order: 0,
+            step_index: None,
+            begin_index: None,
+        })
+    }
+
+    pub fn config(&self) -> &UniPcConfig {
+        &self.config
+    }
+
+    /// Builds the flow-sigma schedule of `num_inference_steps` steps and resets the multistep
+    /// state, the step index and the begin index (as diffusers does).
+    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
+        if num_inference_steps == 0 {
+            return Err(Error::InvalidInput("num_inference_steps must be at least 1".into()));
+        }
+        let train_steps = self.config.num_train_timesteps as f64;
+        // np.linspace(1, 1 / T, n + 1)[:-1], then the flow shift, all float64
+        let mut sigmas: Vec<f64> = linspace(1.0, 1.0 / train_steps, num_inference_steps + 1)
+            .into_iter()
+            .take(num_inference_steps)
+            .map(|s| shift_sigma(self.config.flow_shift, s))
+            .collect();
+        if let Some(terminal) = self.config.shift_terminal.filter(|&t| t != 0.0) {
+            stretch_to_terminal(&mut sigmas, terminal);
+        }
+        if (sigmas[0] - 1.0).abs() < FIRST_SIGMA_EPS {
+            sigmas[0] -= FIRST_SIGMA_EPS;
+        }
+        // float64 sigmas * T cast to int64: truncation toward zero
+        self.timesteps = sigmas.iter().map(|s| (s * train_steps).trunc()).collect();
+        let sigma_last = match self.config.final_sigmas_type {
+            FinalSigmasType::Zero => 0.0,
+            FinalSigmasType::SigmaMin => sigmas[num_inference_steps - 1],
+        };
+        sigmas.push(sigma_last);
+        self.sigmas = sigmas.into_iter().map(as_f32).collect();
+        self.num_inference_steps = Some(num_inference_steps);
+        self.model_outputs.clear();
+        self.lower_order_nums = 0;
+        self.last_sample = None;
+        self.step_index = None;
+        self.begin_index = None;
+        Ok(())
+    }
+
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    pub fn sigmas(&self) -> &[f64] {
+        &self.sigmas
+    }
+
+    pub fn step_index(&self) -> Option<usize> {
+        self.step_index
+    }
+
+    pub fn begin_index(&self) -> Option<usize> {
+        self.begin_index
+    }
+
+    /// Makes the first `step` start at schedule position `i` instead of looking its timestep up.
+    pub fn set_begin_index(&mut self, i: usize) {
+        self.begin_index = Some(i);
+    }
+
+    /// diffusers' `index_for_timestep`, falling back to the last position for an unknown timestep.
+    fn index_for(&self, timestep: f64) -> usize {
+        index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len().saturating_sub(1))
+    }
+
+    /// One UniPC step: corrects the incoming `sample` with the new model output (UniC, from the
+    /// second step on), then predicts the next sample (UniP). Returns it in `sample`'s dtype.
+    pub fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
+        let n = self
+            .num_inference_steps
+            .ok_or_else(|| Error::InvalidInput("UniPC: set_timesteps must be called before step".into()))?;
+        if model_output.dims() != sample.dims() {
+            return Err(Error::InvalidInput(format!(
+                "UniPC step: model output shape {:?} differs from sample shape {:?}",
+                model_output.dims(),
+                sample.dims()
+            )));
+        }
+        let k = match self.step_index {
+            Some(k) => k,
+            None => self.begin_index.unwrap_or_else(|| self.index_for(timestep)),
+        };
+        if k >= n {
+            return Err(Error::InvalidInput(format!("UniPC: step {k} is past the {n}-step schedule")));
+        }
+        self.step_index = Some(k);
+        let out_dtype = sample.dtype();
+        let sample = sample.to_dtype(DType::F32)?;
+        let model_output = model_output.to_dtype(DType::F32)?;
+
+        // flow prediction -> data prediction: x0 = x - sigma * v
+        let x0 = (&sample - (&model_output * self.sigmas[k])?)?;
+
+        let use_corrector = k > 0 && !self.config.disable_corrector.contains(&(k - 1));
+        let sample = match (&self.last_sample, use_corrector) {
+            (Some(last), true) => self.corrector_update(&x0, last, k)?,
+            _ => sample,
+        };
+
+        if self.model_outputs.len() == self.config.solver_order {
+            self.model_outputs.pop_front();
+        }
+        self.model_outputs.push_back(x0);
+
+        let order = if self.config.lower_order_final {
+            self.config.solver_order.min(n - k)
+        } else {
+            self.config.solver_order
+        };
+        self.this_order = order.min(self.lower_order_nums + 1);
+
+        let prev_sample = self.predictor_update(&sample, k)?;
+        self.last_sample = Some(sample);
+        if self.lower_order_nums < self.config.solver_order {
+            self.lower_order_nums += 1;
+        }
+        self.step_index = Some(k + 1);
+        Ok(prev_sample.to_dtype(out_dtype)?)
+    }
+
+    /// The stored data prediction `back` steps ago (0 = the newest).
+    fn past_output(&self, back: usize) -> Result<&Tensor> {
+        let len = self.model_outputs.len();
+        len.checked_sub(back + 1)
+            .and_then(|i| self.model_outputs.get(i))
+            .ok_or_else(|| Error::InvalidInput(format!("UniPC: no model output {back} steps back")))
+    }
+
+    /// log-SNR of a flow sigma: log(alpha) - log(sigma) with alpha = 1 - sigma.
+    fn lambda(sigma: f64) -> f64 {
+        (1.0 - sigma).ln() - sigma.ln()
+    }
+
+    /// `hh = -h` (data prediction), `h * phi_1(hh)`, `B(h)` and the right-hand side `b` of the
+    /// UniPC order conditions, as in diffusers' `multistep_uni_{p,c}_bh_update`.
+    fn bh_terms(&self, h: f64, order: usize) -> (f64, f64, Vec<f64>) {
+        let hh = -h;
+        let h_phi_1 = hh.exp_m1();
+        let b_h = match self.config.solver_type {
+            SolverType::Bh1 => hh,
+            SolverType::Bh2 => hh.exp_m1(),
+        };
+        let mut h_phi_k = h_phi_1 / hh - 1.0;
+        let mut factorial = 1.0;
+        let mut b = Vec::with_capacity(order);
+        for i in 1..=order {
+            b.push(h_phi_k * factorial / b_h);
+            factorial *= (i + 1) as f64;
+            h_phi_k = h_phi_k / hh - 1.0 / factorial;
+        }
+        (h_phi_1, b_h, b)
+    }
+
+    /// The Vandermonde-like matrix `R[i][j] = rks[j]^i` of the order conditions.
+    fn order_matrix(rks: &[f64], size: usize) -> Vec<Vec<f64>> {
+        (0..size).map(|i| rks[..size].iter().map(|r| r.powi(i as i32)).collect()).collect()
+    }
+
+    /// UniP: from `x` at `sigmas[k]` to `sigmas[k + 1]` with the newest `this_order` predictions.
+    fn predictor_update(&self, x: &Tensor, k: usize) -> Result<Tensor> {
+        let order = self.this_order;
+        let (sigma_t, sigma_s0) = (self.sigmas[k + 1], self.sigmas[k]);
+        let alpha_t = 1.0 - sigma_t;
+        let lambda_s0 = Self::lambda(sigma_s0);
+        let h = Self::lambda(sigma_t) - lambda_s0;
+        let m0 = self.past_output(0)?;
+
+        let mut rks = Vec::with_capacity(order);
+        for i in 1..order {
+            rks.push((Self::lambda(self.sigmas[k - i]) - lambda_s0) / h);
+        }
+        rks.push(1.0);
+        let (h_phi_1, b_h, b) = self.bh_terms(h, order);
+        let rhos: Vec<f64> = match order {
+            1 => Vec::new(),
+            2 => vec![0.5],
+            _ => tables::solve(Self::order_matrix(&rks, order - 1), b[..order - 1].to_vec())
+                .ok_or_else(|| Error::InvalidInput("UniPC predictor: singular order system".into()))?,
+        };
+
+        // x_t = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+        //       - alpha_t * B_h * sum_i rho_i * (m_i - m0) / r_i
+        let mut m0_coef = -alpha_t * h_phi_1;
+        let mut terms = vec![(sigma_t / sigma_s0, x.clone())];
+        for (i, rho) in rhos.iter().enumerate() {
+            let c = alpha_t * b_h * rho / rks[i];
+            terms.push((-c, self.past_output(i + 1)?.clone()));
+            m0_coef += c;
+        }
+        terms.push((m0_coef, m0.clone()));
+        weighted_sum(&terms)
+    }
+
+    /// UniC: corrects `this_sample`'s predecessor step, from `last_sample` at `sigmas[k - 1]` to
+    /// `sigmas[k]`, using the new data prediction `model_t` (made at `sigmas[k]`).
+    fn corrector_update(&self, model_t: &Tensor, last_sample: &Tensor, k: usize) -> Result<Tensor> {
+        let order = self.this_order;
+        let (sigma_t, sigma_s0) = (self.sigmas[k], self.sigmas[k - 1]);
+        let alpha_t = 1.0 - sigma_t;
+        let lambda_s0 = Self::lambda(sigma_s0);
+        let h = Self::lambda(sigma_t) - lambda_s0;
+        let m0 = self.past_output(0)?;
+
+        let mut rks = Vec::with_capacity(order);
+        for i in 1..order {
+            rks.push((Self::lambda(self.sigmas[k - (i + 1)]) - lambda_s0) / h);
+        }
+        rks.push(1.0);
+        let (h_phi_1, b_h, b) = self.bh_terms(h, order);
+        let rhos: Vec<f64> = if order == 1 {
+            vec![0.5]
+        } else {
+            tables::solve(Self::order_matrix(&rks, order), b)
+                .ok_or_else(|| Error::InvalidInput("UniPC corrector: singular order system".into()))?
+        };
+
+        // x_t = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+        //       - alpha_t * B_h * (sum_i rho_i * (m_i - m0) / r_i + rho_last * (model_t - m0))
+        let scale = alpha_t * b_h;
+        let rho_last = rhos[order - 1];
+        let mut m0_coef = -alpha_t * h_phi_1 + scale * rho_last;
+        let mut terms = vec![(sigma_t / sigma_s0, last_sample.clone())];
+        for (i, rho) in rhos[..order - 1].iter().enumerate() {
+            let c = scale * rho / rks[i];
+            terms.push((-c, self.past_output(i + 1)?.clone()));
+            m0_coef += c;
+        }
+        terms.push((m0_coef, m0.clone()));
+        terms.push((-scale * rho_last, model_t.clone()));
+        weighted_sum(&terms)
+    }
+
+    /// Noises `original` to `timestep`: `(1 - sigma) * original + sigma * noise`, with the sigma
+    /// chosen as diffusers' `add_noise` does (looked up when no begin index is set; otherwise the
+    /// current step, or the begin index before the first step). Returns `original`'s dtype.
+    pub fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        if self.num_inference_steps.is_none() {
+            return Err(Error::InvalidInput("UniPC: set_timesteps must be called before add_noise".into()));
+        }
+        let index = match (self.begin_index, self.step_index) {
+            (None, _) => self.index_for(timestep),
+            (Some(_), Some(step)) => step,
+            (Some(begin), None) => begin,
+        };
+        let sigma = *self
+            .sigmas
+            .get(index)
+            .ok_or_else(|| Error::InvalidInput(format!("UniPC add_noise: index {index} outside the schedule")))?;
+        let dtype = original.dtype();
+        let original = original.to_dtype(DType::F32)?;
+        let noise = noise.to_dtype(DType::F32)?;
+        Ok(weighted_sum(&[(1.0 - sigma, original), (sigma, noise)])?.to_dtype(dtype)?)
+    }
+}
