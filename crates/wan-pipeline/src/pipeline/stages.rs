@@ -21,8 +21,8 @@ impl LatentGeometry {
         let cfg = &models.vae.config;
         Self {
             channels: cfg.z_dim,
-            temporal: cfg.scale_factor_temporal(),
-            spatial: cfg.scale_factor_spatial(),
+            temporal: cfg.scale_factor_temporal,
+            spatial: cfg.scale_factor_spatial,
         }
     }
 
@@ -86,7 +86,7 @@ pub fn video_to_tensor(frames: &[RgbImage], height: usize, width: usize, device:
 /// (mode - latents_mean) * (1 / latents_std).
 pub fn encode_video_latents(models: &WanModels, video: &Tensor) -> Result<Tensor> {
     let dist = models.vae.encode(&video.to_dtype(models.dtype)?)?;
-    models.vae.normalize_latents(&dist.mode()?.to_dtype(DType::F32)?)
+    models.vae.normalize_latents(&dist.mode().to_dtype(DType::F32)?)
 }
 
 /// Stage "prepare latents" for image-to-video: the 20-channel condition (B, 4 + C, f, h, w):
@@ -103,7 +103,7 @@ pub fn prepare_image_condition(models: &WanModels, image: &Tensor, num_frames: u
         first
     };
     let latent_condition = encode_video_latents(models, &video)?;
-    let temporal = models.vae.config.scale_factor_temporal();
+    let temporal = models.vae.config.scale_factor_temporal;
     // Mask in frame space: 1 for the first frame, 0 after; the first frame repeated `temporal`
     // times so that the frame axis folds into (latent frames, temporal) exactly.
     let mut mask = vec![0f32; (temporal + num_frames - 1) * lh * lw];
