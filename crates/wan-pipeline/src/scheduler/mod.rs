@@ -162,3 +162,6 @@ pub(crate) fn weighted_sum(terms: &[(f64, Tensor)]) -> Result<Tensor> {
     }
     Ok(acc)
 }
+
+#[cfg(test)]
+mod tests;
