@@ -75,13 +75,20 @@ fn euler_is_exact_on_a_linear_flow_for_any_steps_and_shift() {
 
 #[test]
 fn one_unipc_step_returns_the_data_prediction() {
-    let s = scheduler(unipc_json(), None, 1);
+    let mut s = scheduler(unipc_json(), None, 1);
     assert_eq!(s.timesteps().len(), 1);
     assert_eq!(s.sigmas().len(), 2);
     assert_eq!(*s.sigmas().last().unwrap(), 0.0);
     // the first sigma (exactly 1 after any shift) is nudged below 1, so its timestep is T - 1
     assert!(s.sigmas()[0] < 1.0);
     assert_eq!(s.timesteps()[0], 999.0);
+    // to sigma 0 in one first-order step: x0 = x - sigma * v
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 3), &dev).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (2, 3), &dev).unwrap();
+    let x0 = (&x - (&v * s.sigmas()[0]).unwrap()).unwrap();
+    let t = s.timesteps()[0];
+    assert!(max_abs_diff(&s.step(&v, t, &x).unwrap(), &x0) < 1e-6);
 }
 
 #[test]
