@@ -22,6 +22,8 @@ pub use unipc::UniPcMultistep;
 use crate::Result;
 
 /// A configured sampler of either supported class.
+/// (One scheduler lives per generation, so the size difference of the variants is irrelevant.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Scheduler {
     UniPc(UniPcMultistep),
@@ -162,3 +164,6 @@ pub(crate) fn weighted_sum(terms: &[(f64, Tensor)]) -> Result<Tensor> {
     }
     Ok(acc)
 }
+
+#[cfg(test)]
+mod tests;
