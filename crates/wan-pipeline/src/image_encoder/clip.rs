@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -128,27 +128,34 @@ impl ClipVisionConfig {
 
 /// Patch embedding (a stride-`patch` convolution without bias), the class token and learned
 /// absolute position embeddings.
+///
+/// The patch convolution has stride = kernel, so it is a matmul over flattened patches; it is
+/// run that way because candle's CPU conv2d has no bf16 kernel, and the matmul needs no im2col.
 struct Embeddings {
-    patch_embedding: Conv2d,
+    /// The conv weight (D, C, P, P) flattened to (C*P*P, D), transposed once at load.
+    patch_weight_t: Tensor,
     class_embedding: Tensor,
     position_embedding: Tensor,
     num_channels: usize,
     image_size: usize,
+    patch_size: usize,
 }
 
 impl Embeddings {
     fn new(cfg: &ClipVisionConfig, vb: VarBuilder) -> Result<Self> {
-        let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
-        let patch_embedding =
-            candle_nn::conv2d_no_bias(cfg.num_channels, cfg.hidden_size, cfg.patch_size, conv_cfg, vb.pp("patch_embedding"))?;
+        let p = cfg.patch_size;
+        let weight = vb.get((cfg.hidden_size, cfg.num_channels, p, p), "patch_embedding.weight")?;
+        // (D, C, P, P) -> (D, C*P*P) -> (C*P*P, D)
+        let patch_weight_t = weight.flatten_from(1)?.t()?.contiguous()?;
         let class_embedding = vb.get(cfg.hidden_size, "class_embedding")?;
         let position_embedding = vb.get((cfg.num_positions(), cfg.hidden_size), "position_embedding.weight")?;
         Ok(Self {
-            patch_embedding,
+            patch_weight_t,
             class_embedding,
             position_embedding,
             num_channels: cfg.num_channels,
             image_size: cfg.image_size,
+            patch_size: p,
         })
     }
 
@@ -164,9 +171,18 @@ impl Embeddings {
                 s = self.image_size
             )));
         }
-        let patches = self.patch_embedding.forward(pixel_values)?; // (B, D, G, G)
-        let patches = patches.flatten_from(2)?.transpose(1, 2)?; // (B, D, G*G) -> (B, G*G, D)
-        let d = patches.dim(2)?;
+        let (p, g) = (self.patch_size, self.image_size / self.patch_size);
+        // A stride-P convolution ignores the pixels past the last whole patch.
+        let pixel_values =
+            if g * p == h { pixel_values.clone() } else { pixel_values.narrow(2, 0, g * p)?.narrow(3, 0, g * p)? };
+        // (B, C, G*P, G*P) -> (B, C, G, P, G, P) -> (B, G, G, C, P, P) -> (B*G*G, C*P*P)
+        let patches = pixel_values
+            .reshape(vec![b, c, g, p, g, p])?
+            .permute(vec![0, 2, 4, 1, 3, 5])?
+            .reshape((b * g * g, c * p * p))?;
+        let patches = patches.matmul(&self.patch_weight_t)?; // (B*G*G, D)
+        let d = patches.dim(1)?;
+        let patches = patches.reshape((b, g * g, d))?; // (B*G*G, D) -> (B, G*G, D)
         let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?; // (B, 1, D)
         let tokens = Tensor::cat(&[&class, &patches], 1)?; // (B, 1 + G*G, D)
         Ok(tokens.broadcast_add(&self.position_embedding.unsqueeze(0)?)?)
@@ -329,5 +345,58 @@ impl ClipVisionModel {
             h = layer.forward(&h)?;
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{Device, Module};
+
+    use super::*;
+
+    fn config(image_size: usize, patch_size: usize) -> ClipVisionConfig {
+        let json = format!(
+            r#"{{"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "image_size": {image_size}, "patch_size": {patch_size}, "hidden_act": "gelu"}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// The patch matmul must equal candle's own stride-P convolution, including an image size
+    /// that is not a multiple of the patch size.
+    #[test]
+    fn patch_matmul_equals_the_strided_convolution() {
+        let dev = Device::Cpu;
+        for (image_size, patch) in [(12, 4), (10, 4)] {
+            let cfg = config(image_size, patch);
+            let weight = Tensor::randn(0f32, 1.0, (8, 3, patch, patch), &dev).unwrap();
+            let mut tensors = HashMap::new();
+            tensors.insert("patch_embedding.weight".to_string(), weight.clone());
+            tensors.insert("class_embedding".to_string(), Tensor::zeros(8, DType::F32, &dev).unwrap());
+            tensors
+                .insert("position_embedding.weight".to_string(), Tensor::zeros((cfg.num_positions(), 8), DType::F32, &dev).unwrap());
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+            let emb = Embeddings::new(&cfg, vb).unwrap();
+            let pixels = Tensor::randn(0f32, 1.0, (2, 3, image_size, image_size), &dev).unwrap();
+            let got = emb.forward(&pixels).unwrap().narrow(1, 1, cfg.num_positions() - 1).unwrap();
+            let conv = candle_nn::Conv2d::new(weight, None, candle_nn::Conv2dConfig { stride: patch, ..Default::default() });
+            let want = conv.forward(&pixels).unwrap().flatten_from(2).unwrap().transpose(1, 2).unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "image {image_size} patch {patch}: {diff}");
+        }
+    }
+
+    #[test]
+    fn config_reads_activations_and_nested_vision_config() {
+        let nested = serde_json::json!({"vision_config": {"hidden_act": "quick_gelu", "patch_size": 14}});
+        let cfg = ClipVisionConfig::from_json(nested).unwrap();
+        assert_eq!((cfg.hidden_act, cfg.patch_size, cfg.num_positions()), (HiddenAct::QuickGelu, 14, 257));
+        assert_eq!(config(12, 4).hidden_act, HiddenAct::Gelu);
+        assert!(serde_json::from_str::<ClipVisionConfig>(r#"{"hidden_act": "swish"}"#).is_err());
+        let mut bad = config(12, 4);
+        bad.num_attention_heads = 3;
+        assert!(bad.validate().is_err());
     }
 }
