@@ -6,7 +6,8 @@ use candle_nn::VarBuilder;
 
 use super::attention::{CrossKv, WanAttention};
 use super::config::WanTransformerConfig;
-use super::layers::{layer_norm_f32, Activation, FeedForward, Fp32LayerNorm};
+use super::fused::{gated_residual, norm_affine};
+use super::layers::{Activation, FeedForward, Fp32LayerNorm};
 use super::rope::RopeTables;
 use crate::Result;
 
@@ -61,36 +62,23 @@ impl WanTransformerBlock {
 
     /// x (B, L, dim) in the model dtype; `timestep_proj` (B, 6, dim); returns (B, L, dim).
     pub fn forward(&self, x: &Tensor, cross_kv: &CrossKv, timestep_proj: &Tensor, rope: &RopeTables) -> Result<Tensor> {
-        let dtype = x.dtype();
         let m = self.modulation(timestep_proj)?;
 
         // 1. Self-attention on the modulated f32 norm; gated residual in f32.
-        let normed = modulate(&layer_norm_f32(x, self.eps)?, &m.scale, &m.shift)?.to_dtype(dtype)?;
+        let normed = norm_affine(x, &(&m.scale + 1.0)?, &m.shift, self.eps)?;
         let attn = self.attn1.self_attention(&normed, rope)?;
         let x = gated_residual(x, &attn, &m.gate)?;
 
         // 2. Cross-attention: affine norm, no gate.
         let normed = match &self.norm2 {
-            Some(norm) => norm.forward(&x)?.to_dtype(dtype)?,
+            Some(norm) => norm.forward_fused(&x)?,
             None => x.clone(),
         };
         let x = (&x + self.attn2.cross_attention(&normed, cross_kv)?)?;
 
         // 3. Feed-forward on the modulated f32 norm; gated residual in f32.
-        let normed = modulate(&layer_norm_f32(&x, self.eps)?, &m.c_scale, &m.c_shift)?.to_dtype(dtype)?;
+        let normed = norm_affine(&x, &(&m.c_scale + 1.0)?, &m.c_shift, self.eps)?;
         let ff = self.ffn.forward(&normed)?;
         gated_residual(&x, &ff, &m.c_gate)
     }
-}
-
-/// `normed * (1 + scale) + shift` in f32; normed (B, L, dim), scale and shift (B, 1, dim).
-fn modulate(normed: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
-    Ok(normed.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
-}
-
-/// `(x.float() + update.float() * gate).type_as(x)`.
-fn gated_residual(x: &Tensor, update: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let sum = x.to_dtype(DType::F32)?.add(&update.to_dtype(DType::F32)?.broadcast_mul(gate)?)?;
-    Ok(sum.to_dtype(dtype)?)
 }

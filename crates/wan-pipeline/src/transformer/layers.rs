@@ -39,6 +39,14 @@ impl Fp32LayerNorm {
         Ok(Self { affine: Some((vb.get(dim, "weight")?, vb.get(dim, "bias")?)), eps })
     }
 
+    /// The norm and affine in f32, returned in x's dtype, in one fused pass where possible.
+    pub fn forward_fused(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.affine {
+            Some((w, b)) if x.rank() == 3 => super::fused::norm_affine(x, &w.reshape((1, 1, ()))?, &b.reshape((1, 1, ()))?, self.eps),
+            _ => Ok(self.forward(x)?.to_dtype(x.dtype())?),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let normed = layer_norm_f32(x, self.eps)?;
         match &self.affine {
@@ -102,7 +110,11 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = self.activation.apply(&self.proj_in.forward(x)?)?;
+        let hidden = self.proj_in.forward(x)?;
+        let hidden = match self.activation {
+            Activation::GeluTanh => super::fused::gelu(&hidden)?,
+            Activation::GeluErf => self.activation.apply(&hidden)?,
+        };
         Ok(self.proj_out.forward(&hidden)?)
     }
 }

@@ -9,7 +9,7 @@ use super::attention::CrossKv;
 use super::block::WanTransformerBlock;
 use super::config::WanTransformerConfig;
 use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
-use super::layers::layer_norm_f32;
+use super::fused::norm_affine;
 use super::rope::RotaryEmbedding;
 use super::weights;
 use crate::{Error, Result};
@@ -250,8 +250,7 @@ impl WanTransformer3DModel {
         // (1, 2, dim) + (B, 1, dim) -> (B, 2, dim) in f32
         let mods = self.scale_shift_table.broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(1)?)?;
         let (shift, scale) = (mods.narrow(1, 0, 1)?, mods.narrow(1, 1, 1)?);
-        let normed = layer_norm_f32(x, self.config.eps)?;
-        let modulated = normed.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?.to_dtype(self.dtype)?;
+        let modulated = norm_affine(x, &(scale + 1.0)?, &shift.contiguous()?, self.config.eps)?;
         Ok(self.proj_out.forward(&modulated)?)
     }
 
