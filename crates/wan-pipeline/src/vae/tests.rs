@@ -58,7 +58,7 @@ fn decode_and_encode_are_causal() {
 }
 
 #[test]
-fn decoder_cache_stops_growing_after_the_second_chunk() {
+fn decoder_cache_stops_growing_after_the_third_chunk() {
     let cfg: WanVaeConfig = crate::loader::read_config(&tiny_vae_dir()).unwrap();
     let vb = crate::loader::var_builder(&tiny_vae_dir(), DType::F32, &Device::Cpu).unwrap();
     let decoder = Decoder::new(&cfg, vb.pp("decoder")).unwrap();
@@ -69,9 +69,10 @@ fn decoder_cache_stops_growing_after_the_second_chunk() {
         decoder.forward_chunk(&z, &mut cache).unwrap();
         bytes.push(cache.bytes());
     }
-    assert!(bytes[0] > 0);
-    assert!(bytes[1] >= bytes[0]);
-    assert!(bytes[2..].iter().all(|&b| b == bytes[1]), "cache sizes per chunk: {bytes:?}");
+    // Chunk 0 fills one frame per conv; the temporal upsamplers start on chunk 1 (one frame) and
+    // are full from chunk 2. From then on, every chunk replaces what it reads.
+    assert!(bytes[0] > 0 && bytes[1] > bytes[0] && bytes[2] > bytes[1], "cache sizes per chunk: {bytes:?}");
+    assert!(bytes[3..].iter().all(|&b| b == bytes[2]), "cache sizes per chunk: {bytes:?}");
 }
 
 #[test]
