@@ -22,3 +22,6 @@ pub use cache::{CacheSlot, FeatureCache};
 pub use config::WanVaeConfig;
 pub use distribution::DiagonalGaussian;
 pub use model::{AutoencoderKLWan, ENCODE_CHUNK_FRAMES};
+
+#[cfg(test)]
+mod tests;
