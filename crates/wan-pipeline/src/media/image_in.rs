@@ -6,7 +6,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use super::limits::MediaLimits;
-use super::probe::{image_crate_limits, require_image, sniff};
+use super::probe::{check_jpeg_complete, image_crate_limits, require_image, sniff, MediaKind};
 use super::resize::{resize_rgb, ResizeMode};
 use crate::{Error, Result};
 
@@ -30,6 +30,9 @@ pub fn read_image_bytes(bytes: &[u8], limits: &MediaLimits) -> Result<RgbImage> 
         .ok_or_else(|| Error::Media(format!("{kind:?} has no image decoder")))?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(image_crate_limits(limits));
+    if kind == MediaKind::Jpeg {
+        check_jpeg_complete(bytes)?;
+    }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| Error::Media(format!("cannot read the {kind:?} header: {e}")))?;

@@ -148,14 +148,31 @@ pub(crate) fn require_image(kind: Option<MediaKind>) -> Result<MediaKind> {
     }
 }
 
-/// The `image` crate's limits matching ours, so its decoder refuses what we would refuse.
+/// The `image` crate's limits for our limits.
+///
+/// Width and height are left to our own check, made right after the header is read, because the
+/// crate's error does not say which value was too large; its allocation cap stays as a backstop.
 pub(crate) fn image_crate_limits(limits: &MediaLimits) -> image::Limits {
     let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_width);
-    l.max_image_height = Some(limits.max_height);
+    l.max_image_width = None;
+    l.max_image_height = None;
     // RGBA at 16 bits per channel is the largest buffer a decoder allocates for one picture.
     l.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(1 << 20));
     l
+}
+
+/// Refuses a JPEG without an end-of-image marker after its last scan: the decoder would otherwise
+/// fill a truncated picture with grey and report success.
+///
+/// Inside entropy-coded data every 0xFF byte is followed by 0x00 or a restart marker, so an
+/// `FF D9` (end of image) after the last `FF DA` (start of scan) can only be the real end marker.
+pub(crate) fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xff && w[1] == marker);
+    match (last(0xda), last(0xd9)) {
+        (Some(scan), Some(end)) if end > scan => Ok(()),
+        (None, _) => Err(Error::Media("the JPEG has no image data (no start-of-scan marker)".into())),
+        _ => Err(Error::Media("the JPEG is truncated: no end-of-image marker after its data".into())),
+    }
 }
 
 fn probe_image_reader<R: std::io::BufRead + std::io::Seek>(
