@@ -552,3 +552,19 @@ fn probes_survive_random_and_mutated_bytes() {
         assert_not_a_caught_panic(read_video(&path, 16, 16, 8, ResizeMode::Stretch, &limits));
     }
 }
+
+#[test]
+fn writer_can_move_to_a_worker_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Mp4Writer>();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("thread.mp4");
+    let mut writer = Mp4Writer::create(&path, 32, 32, 8).unwrap();
+    writer.push_frame(&gradient_frame(32, 32, 0)).unwrap();
+    let handle = std::thread::spawn(move || {
+        writer.push_frame(&gradient_frame(32, 32, 1)).unwrap();
+        writer.finish().unwrap();
+    });
+    handle.join().unwrap();
+    assert_eq!(ffprobe(&path).frames, 2);
+}

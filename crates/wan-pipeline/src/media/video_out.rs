@@ -37,7 +37,7 @@ const X264_CRF: &str = "18";
 pub struct Mp4Writer {
     output: ffmpeg::format::context::Output,
     encoder: ffmpeg::encoder::Video,
-    scaler: Scaler,
+    scaler: SendScaler,
     rgb: Frame,
     width: u32,
     height: u32,
@@ -119,7 +119,7 @@ impl Mp4Writer {
         Ok(Mp4Writer {
             output,
             encoder,
-            scaler,
+            scaler: SendScaler(scaler),
             rgb: Frame::new(Pixel::RGB24, width, height),
             width,
             height,
@@ -150,6 +150,7 @@ impl Mp4Writer {
             fill_rgb_frame(frame, &mut self.rgb);
             let mut yuv = Frame::empty();
             self.scaler
+                .0
                 .run(&self.rgb, &mut yuv)
                 .map_err(|e| av_error("converting a frame to YUV", e))?;
             yuv.set_pts(Some(self.frames_written));
@@ -200,6 +201,16 @@ impl Mp4Writer {
         Ok(())
     }
 }
+
+/// An swscale context that may move between threads.
+///
+/// ffmpeg-next marks its format and codec contexts `Send` but not the swscale one. An `SwsContext`
+/// is plain heap state with no thread affinity; it is only unsafe to use from two threads at once,
+/// which `&mut self` on every use rules out. This lets a job hand its writer to a blocking thread.
+struct SendScaler(Scaler);
+
+// SAFETY: see the type's documentation: exclusive ownership, no thread-local state in swscale.
+unsafe impl Send for SendScaler {}
 
 /// Writes all `frames` to an mp4 at `fps` in one call.
 pub fn write_mp4(path: &Path, frames: &[RgbImage], fps: u32) -> Result<()> {
