@@ -54,7 +54,7 @@ impl Mp4Writer {
     /// refused (`Error::InvalidInput`) rather than silently padded or cropped, since either would
     /// change the size the caller asked for. Wan's sizes are multiples of 16.
     pub fn create(path: &Path, width: u32, height: u32, fps: u32) -> Result<Self> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || (width | height) & 1 != 0 {
             return Err(Error::InvalidInput(format!(
                 "an H.264 yuv420p video needs an even, non-zero width and height, got {width}x{height}"
             )));
