@@ -136,9 +136,8 @@ fn taps(in_size: usize, out_size: usize, filter: Filter) -> Vec<Tap> {
             // C's (int) cast truncates toward zero; the clamps make the sign irrelevant.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
-            let raw: Vec<f64> = (xmin..xmax)
-                .map(|x| filter.weight((x as f64 - center + 0.5) * inv_filter_scale))
-                .collect();
+            let raw: Vec<f64> =
+                (xmin..xmax).map(|x| filter.weight((x as f64 - center + 0.5) * inv_filter_scale)).collect();
             let total: f64 = raw.iter().sum();
             let one = (1i64 << PRECISION_BITS) as f64;
             let weights = raw
@@ -176,9 +175,7 @@ pub fn resize_rgb8(
     filter: Filter,
 ) -> Result<Vec<u8>> {
     if width == 0 || height == 0 || out_width == 0 || out_height == 0 {
-        return Err(Error::InvalidInput(format!(
-            "cannot resize a {width}x{height} image to {out_width}x{out_height}"
-        )));
+        return Err(Error::InvalidInput(format!("cannot resize a {width}x{height} image to {out_width}x{out_height}")));
     }
     if pixels.len() != width * height * 3 {
         return Err(Error::InvalidInput(format!(
@@ -263,7 +260,10 @@ mod tests {
                 for tap in taps(inp, out, filter) {
                     let sum: i64 = tap.weights.iter().map(|&w| w as i64).sum();
                     // Rounding each weight moves the sum by at most 1/2 per weight.
-                    assert!((sum - (1i64 << PRECISION_BITS)).abs() <= tap.weights.len() as i64, "{filter:?} {inp}->{out}: {sum}");
+                    assert!(
+                        (sum - (1i64 << PRECISION_BITS)).abs() <= tap.weights.len() as i64,
+                        "{filter:?} {inp}->{out}: {sum}"
+                    );
                     assert!(tap.start + tap.weights.len() <= inp);
                 }
             }
