@@ -224,7 +224,7 @@ impl Attention {
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
         let scores = q.matmul(&k.t()?)?; // (B, H, L, L)
-        // As transformers does, the softmax runs in f32 whatever the model dtype.
+                                         // As transformers does, the softmax runs in f32 whatever the model dtype.
         let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
         let context = probs.matmul(&v)?; // (B, H, L, Dh)
         let context = context.transpose(1, 2)?.reshape((b, l, d))?; // (B, H, L, Dh) -> (B, L, D)
@@ -335,10 +335,7 @@ impl ClipVisionModel {
     /// `i..j`, returns `hidden_states[j]`.
     pub fn run_layers(&self, hidden: &Tensor, layers: Range<usize>) -> Result<Tensor> {
         let Some(selected) = self.layers.get(layers.clone()) else {
-            return Err(Error::InvalidInput(format!(
-                "CLIP layers {layers:?} requested, {} loaded",
-                self.layers.len()
-            )));
+            return Err(Error::InvalidInput(format!("CLIP layers {layers:?} requested, {} loaded", self.layers.len())));
         };
         let mut h = hidden.clone();
         for layer in selected {
@@ -375,13 +372,16 @@ mod tests {
             let mut tensors = HashMap::new();
             tensors.insert("patch_embedding.weight".to_string(), weight.clone());
             tensors.insert("class_embedding".to_string(), Tensor::zeros(8, DType::F32, &dev).unwrap());
-            tensors
-                .insert("position_embedding.weight".to_string(), Tensor::zeros((cfg.num_positions(), 8), DType::F32, &dev).unwrap());
+            tensors.insert(
+                "position_embedding.weight".to_string(),
+                Tensor::zeros((cfg.num_positions(), 8), DType::F32, &dev).unwrap(),
+            );
             let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
             let emb = Embeddings::new(&cfg, vb).unwrap();
             let pixels = Tensor::randn(0f32, 1.0, (2, 3, image_size, image_size), &dev).unwrap();
             let got = emb.forward(&pixels).unwrap().narrow(1, 1, cfg.num_positions() - 1).unwrap();
-            let conv = candle_nn::Conv2d::new(weight, None, candle_nn::Conv2dConfig { stride: patch, ..Default::default() });
+            let conv =
+                candle_nn::Conv2d::new(weight, None, candle_nn::Conv2dConfig { stride: patch, ..Default::default() });
             let want = conv.forward(&pixels).unwrap().flatten_from(2).unwrap().transpose(1, 2).unwrap();
             let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "image {image_size} patch {patch}: {diff}");

@@ -123,7 +123,12 @@ impl ImageProcessor {
             match (&config.size.shortest_edge, &config.size.height, &config.size.width) {
                 (Some(s), _, _) if *s > 0 => {}
                 (None, Some(h), Some(w)) if *h > 0 && *w > 0 => {}
-                _ => return bad(format!("size must hold a positive shortest_edge or height and width, got {:?}", config.size)),
+                _ => {
+                    return bad(format!(
+                        "size must hold a positive shortest_edge or height and width, got {:?}",
+                        config.size
+                    ))
+                }
             }
         }
         let filter = Filter::from_pil_code(config.resample)?;

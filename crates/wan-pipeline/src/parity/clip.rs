@@ -37,7 +37,8 @@ pub fn prepare(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Computatio
 /// An (H, W, 3) `u8` input tensor as an RGB image.
 fn to_rgb_image(fixture: &Fixture, key: &str) -> Result<image::RgbImage> {
     let t = fixture.input(key)?;
-    let bad = || Error::Fixture(format!("{}: {key} is {:?} {:?}, expected (H, W, 3) u8", fixture.name, t.dims(), t.dtype()));
+    let bad =
+        || Error::Fixture(format!("{}: {key} is {:?} {:?}, expected (H, W, 3) u8", fixture.name, t.dims(), t.dtype()));
     let (h, w, c) = t.dims3().map_err(|_| bad())?;
     if c != 3 || t.dtype() != DType::U8 {
         return Err(bad());
