@@ -191,7 +191,7 @@ pub fn generate(
     models.vae.decode_streaming(&z, &mut |chunk: Tensor| {
         // (1, 3, n, H, W) in [-1, 1] -> (n, H, W, 3) in [0, 1] -> images
         let frames = stages::video_to_unit_frames(&chunk)?.squeeze(0)?;
-        for image in stages::unit_frames_to_images(&frames)? {
+        for image in crate::media::tensor_to_frames(&frames)? {
             if written < wanted {
                 on_frame(image)?;
                 written += 1;

@@ -199,21 +199,3 @@ pub fn video_to_unit_frames(video: &Tensor) -> Result<Tensor> {
     // (B, 3, F, H, W) -> (B, F, H, W, 3)
     Ok(frames.permute((0, 2, 3, 4, 1))?.contiguous()?)
 }
-
-/// Frames (F, H, W, 3) in [0, 1] to 8-bit RGB images, rounding as PIL's `numpy_to_pil` does
-/// ((x * 255).round()).
-pub fn unit_frames_to_images(frames: &Tensor) -> Result<Vec<RgbImage>> {
-    let (f, h, w, c) = frames.dims4()?;
-    if c != 3 {
-        return Err(Error::InvalidInput(format!("frames must have 3 channels, got {c}")));
-    }
-    let bytes = (frames.to_dtype(DType::F32)? * 255.0)?.round()?.clamp(0f32, 255f32)?.to_dtype(DType::U8)?;
-    let mut out = Vec::with_capacity(f);
-    for i in 0..f {
-        let data: Vec<u8> = bytes.get(i)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
-        let img = RgbImage::from_raw(w as u32, h as u32, data)
-            .ok_or_else(|| Error::Media(format!("frame {i} has the wrong size")))?;
-        out.push(img);
-    }
-    Ok(out)
-}
