@@ -1,6 +1,6 @@
 //! Elementwise comparison of computed tensors with the reference outputs.
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 
 use super::{Fixture, Outputs};
 use crate::Result;
