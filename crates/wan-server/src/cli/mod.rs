@@ -1,3 +1,7 @@
-//! Command-line subcommands that run without the HTTP server.
+//! Command-line subcommands.
 
 pub mod bench;
+pub mod download;
+pub mod init_demo_model;
+pub mod models;
+pub mod serve;
