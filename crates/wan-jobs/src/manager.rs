@@ -415,7 +415,20 @@ impl JobManager {
             self.events.announce(EventKind::Cancelled, job);
             self.callbacks.send(job, &self.runtime);
         }
+        if !ended.is_empty() {
+            self.announce_positions(st);
+        }
         Ok(ended)
+    }
+
+    /// After the queue moved: a `queued` event with the new position and ETA for each pending
+    /// job, so a client watching a queued job sees it advance.
+    pub(crate) fn announce_positions(&self, st: &State) {
+        for id in st.queue.iter() {
+            if let Some(job) = self.annotated(st, id) {
+                self.events.announce(EventKind::Queued, &job);
+            }
+        }
     }
 
     /// The error for an operation on a job that is not pending/processing.

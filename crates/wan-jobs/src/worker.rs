@@ -95,12 +95,15 @@ fn take_next(manager: &JobManager) -> Option<(JobId, Arc<StopFlag>)> {
         if let Some(job) = manager.annotated(&st, &id) {
             manager.events.announce(EventKind::Started, &job);
         }
+        manager.announce_positions(&st);
         return Some((id, stop));
     }
 }
 
+/// The file a run writes to: the final name (so a muxer that picks the container from the
+/// extension sees `.mp4`), in the hidden partial directory that is never served.
 fn partial_path(manager: &JobManager, id: &JobId) -> PathBuf {
-    manager.config.partial_dir().join(format!("{}.part", id.output_file_name()))
+    manager.config.partial_dir().join(id.output_file_name())
 }
 
 async fn run_job(manager: &Arc<JobManager>, id: JobId, stop: Arc<StopFlag>) {
@@ -205,6 +208,7 @@ fn finish(manager: &JobManager, id: &JobId, end: RunEnd) {
         st.live.remove(id);
     }
     manager.events.announce(event, &job);
+    manager.announce_positions(&st);
     if !requeue {
         manager.callbacks.send(&job, &manager.runtime);
     }

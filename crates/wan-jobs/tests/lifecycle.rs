@@ -169,10 +169,15 @@ async fn queue_operations_remove_and_clear_pending_jobs() {
     let a = m.submit(request("a", 1)).unwrap();
     let b = m.submit(request("b", 1)).unwrap();
     let c = m.submit(request("c", 1)).unwrap();
+    let mut watch_c = m.subscribe(c.job_id.as_str()).unwrap();
+    let first = watch_c.next().await.unwrap();
+    assert_eq!((first.event, first.job.position), (EventKind::Queued, Some(3)));
 
-    // Cancelling a pending job ends it at once.
+    // Cancelling a pending job ends it at once, and the jobs behind it move up.
     let cancelled = m.cancel(a.job_id.as_str()).unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let moved = tokio::time::timeout(LONG, watch_c.next()).await.unwrap().unwrap();
+    assert_eq!((moved.event, moved.job.position), (EventKind::Queued, Some(2)));
     let mut ev = m.subscribe(a.job_id.as_str()).unwrap();
     assert_eq!(ev.next().await.unwrap().event, EventKind::Cancelled);
 

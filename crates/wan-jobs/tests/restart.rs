@@ -45,7 +45,7 @@ async fn restart_requeues_pending_and_reruns_processing_first_with_an_attempts_c
     };
     // A half-written file of the interrupted run.
     std::fs::create_dir_all(config.partial_dir()).unwrap();
-    std::fs::write(config.partial_dir().join(r1.job_id.output_file_name() + ".part"), b"half").unwrap();
+    std::fs::write(config.partial_dir().join(r1.job_id.output_file_name()), b"half").unwrap();
 
     let g = FakeGenerator::new(1);
     g.hold();
