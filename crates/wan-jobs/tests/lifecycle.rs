@@ -229,3 +229,25 @@ async fn user_filter_and_eta_from_measured_steps() {
     m.cancel(next.job_id.as_str()).unwrap();
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_resyncs_to_the_current_state() {
+    let dirs = TestDirs::new();
+    let mut config = dirs.config(10);
+    config.event_capacity = 16;
+    let m = JobManager::open(config, FakeGenerator::new(1)).unwrap();
+    let watched = m.submit(request("watched", 2)).unwrap();
+    let mut events = m.subscribe(watched.job_id.as_str()).unwrap();
+    wait_terminal(&m, watched.job_id.as_str(), LONG).await;
+    // Another job floods the channel far past its capacity before the subscriber reads anything.
+    let other = m.submit(request("other", 60)).unwrap();
+    wait_terminal(&m, other.job_id.as_str(), LONG).await;
+
+    let mut seen = Vec::new();
+    while let Some(ev) = tokio::time::timeout(LONG, events.next()).await.expect("stream must end, not hang") {
+        assert_eq!(ev.job.job_id, watched.job_id);
+        seen.push(ev.event);
+    }
+    assert_eq!(seen.last(), Some(&EventKind::Completed), "{seen:?}");
+    m.shutdown().await;
+}
