@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -106,6 +106,8 @@ pub struct JobManager {
     pub(crate) stopping: AtomicBool,
     rejected: AtomicU64,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// For event streams, which read the current state again when they fall behind.
+    self_ref: Weak<JobManager>,
 }
 
 impl JobManager {
@@ -125,7 +127,7 @@ impl JobManager {
         }
         remove_partials(&config.partial_dir());
         let callbacks = Callbacks::new(config.callbacks.clone()).map_err(Error::Internal)?;
-        let manager = Arc::new(JobManager {
+        let manager = Arc::new_cyclic(|self_ref| JobManager {
             events: Broadcaster::new(config.event_capacity),
             config,
             generator,
@@ -137,6 +139,7 @@ impl JobManager {
             stopping: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
+            self_ref: self_ref.clone(),
         });
         manager.recover()?;
         let handles = (0..manager.config.workers.max(1))
@@ -358,9 +361,9 @@ impl JobManager {
     }
 
     /// The job's events: its current state first, then every change until it ends.
-    pub fn subscribe(self: &Arc<Self>, id: &str) -> Result<JobEvents> {
+    pub fn subscribe(&self, id: &str) -> Result<JobEvents> {
         let id = parse_id(id)?;
-        let weak = Arc::downgrade(self);
+        let weak = self.self_ref.clone();
         let resync = Box::new(move |id: &JobId| weak.upgrade().and_then(|m| m.get(id.as_str()).ok()));
         let st = self.state.lock();
         if let Some(job) = self.annotated(&st, &id) {
