@@ -125,6 +125,24 @@ fn run_child(root: &Path, submit: usize, kill_after: Option<Duration>) -> (Vec<S
     reader.join().unwrap()
 }
 
+/// Right after a kill: every job reported admitted is stored, and every file in `outputs/` is
+/// a whole output (a run in progress never writes there).
+fn check_after_kill(root: &Path, admitted: &BTreeSet<String>) {
+    let store = SqliteStore::open(&child_config(root).database_path()).unwrap();
+    let (all, _) = store.list(&JobFilter { limit: 100_000, ..Default::default() }).unwrap();
+    let by_id: HashMap<String, _> = all.into_iter().map(|j| (j.job_id.to_string(), j)).collect();
+    for id in admitted {
+        assert!(by_id.contains_key(id), "admitted job {id} is not in the store after a kill");
+    }
+    for file in files_in(&root.join("outputs")) {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let id = name.strip_suffix(".mp4").unwrap_or_else(|| panic!("unexpected file {name} in outputs/"));
+        let job = by_id.get(id).unwrap_or_else(|| panic!("{name} belongs to no stored job"));
+        assert_eq!(std::fs::read(&file).unwrap(), expected_output(id, job.seed, STEPS as u32), "half-written {name}");
+    }
+    store.close().unwrap();
+}
+
 fn kill9_loses_no_admitted_job() {
     let dirs = TestDirs::new();
     let root = dirs.root.path();
@@ -134,6 +152,7 @@ fn kill9_loses_no_admitted_job() {
         let after = Duration::from_millis(rng.random_range(20..400));
         let (ids, _) = run_child(root, 4, Some(after));
         admitted.extend(ids);
+        check_after_kill(root, &admitted);
     }
     assert!(admitted.len() >= ROUNDS, "too few jobs were admitted before the kills: {}", admitted.len());
     let (ids, done) = run_child(root, 2, None);
