@@ -376,7 +376,7 @@ async fn outputs_never_escape_the_directory_nor_serve_partial_files() {
     std::fs::create_dir_all(outputs.join(".partial")).unwrap();
     std::fs::write(outputs.join(".partial/job.mp4"), b"half").unwrap();
     std::fs::write(outputs.join(".hidden.mp4"), b"half").unwrap();
-    std::fs::write(s.tmp.path().join("secret.txt"), b"secret").unwrap();
+    std::fs::write(s.tmp.path().join("secret.txt"), b"TOP-SECRET-CONTENT").unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(s.tmp.path().join("secret.txt"), outputs.join("link.mp4")).unwrap();
     assert_eq!(s.client.get(s.url("/outputs/ok.mp4")).send().await.unwrap().status(), 200);
@@ -398,7 +398,7 @@ async fn outputs_never_escape_the_directory_nor_serve_partial_files() {
         let st = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         assert!(st == 404 || st == 400, "{path} -> {st} {text}");
-        assert!(!text.contains("secret"), "{path} leaked");
+        assert!(!text.contains("TOP-SECRET-CONTENT"), "{path} leaked");
     }
     let (_, v) = body(s.client.get(s.url("/api/v1/outputs")).send().await.unwrap()).await;
     let names: Vec<_> = v["outputs"].as_array().unwrap().iter().map(|o| o["filename"].as_str().unwrap().to_string()).collect();
