@@ -544,3 +544,120 @@ fn split(mut s: common::TestServer) -> TestServerParts {
     let tmp = std::mem::replace(&mut s.tmp, tempfile::tempdir().unwrap());
     TestServerParts { tmp, running }
 }
+
+#[actix_web::test]
+async fn a_flood_admits_exactly_the_limit_and_health_answers_throughout() {
+    let s = start_loaded(|c| c.max_concurrent_requests = 2).await;
+    s.step_ms.store(200, std::sync::atomic::Ordering::Relaxed);
+    let n = 300;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let url = s.url("/api/v1/generate/text-to-video");
+    let reqs = (0..n).map(|i| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let r = client.post(&url).json(&json!({"prompt": format!("flood {i}"), "num_inference_steps": 50})).send().await.unwrap();
+            let retry = r.headers().get("retry-after").is_some();
+            (r.status().as_u16(), retry)
+        }
+    });
+    let health = async {
+        let mut ok = 0;
+        for _ in 0..10 {
+            if client.get(s.url("/health")).send().await.map(|r| r.status() == 200).unwrap_or(false) {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let (results, healthy) = tokio::join!(futures_util::future::join_all(reqs), health);
+    let admitted = results.iter().filter(|(st, _)| *st == 202).count();
+    let refused: Vec<_> = results.iter().filter(|(st, _)| *st == 429).collect();
+    assert_eq!(admitted, 2, "exactly the limit is admitted");
+    assert_eq!(refused.len(), n - 2, "the rest are 429: {:?}", results.iter().filter(|(st, _)| *st != 202 && *st != 429).collect::<Vec<_>>());
+    assert!(refused.iter().all(|(_, retry)| *retry), "every 429 has Retry-After");
+    assert_eq!(healthy, 10, "health answered during the flood");
+    let (_, v) = body(s.client.get(s.url("/api/v1/jobs")).send().await.unwrap()).await;
+    assert_eq!(v["total"], 2, "nothing stored for refused requests");
+    let (_, _) = body(s.client.delete(s.url("/api/v1/queue")).send().await.unwrap()).await;
+    for j in v["jobs"].as_array().unwrap() {
+        let _ = s.client.post(s.url(&format!("/api/v1/job/{}/cancel", j["job_id"].as_str().unwrap()))).send().await.unwrap();
+    }
+    s.stop().await;
+}
+
+#[actix_web::test]
+async fn hostile_input_never_gets_a_5xx() {
+    use rand::{Rng, SeedableRng};
+    let s = start_loaded(|_| {}).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"null".to_vec(),
+        br#"{"prompt": 12}"#.to_vec(),
+        br#"{"prompt": "x", "num_frames": 1e300}"#.to_vec(),
+        br#"{"prompt": "x", "num_frames": 99999999999999999999999}"#.to_vec(),
+        br#"{"prompt": "x", "seed": 18446744073709551616}"#.to_vec(),
+        br#"{"prompt": "x", "guidance_scale": "NaN"}"#.to_vec(),
+        format!(r#"{{"prompt": "{}"}}"#, "\u{1F600}\u{202E}".repeat(20_000)).into_bytes(),
+        br#"{"prompts": []}"#.to_vec(),
+        br#"{"prompts": [1, 2]}"#.to_vec(),
+        br#"{"model_id": "../../etc"}"#.to_vec(),
+        br#"{"model_id": "a/b", "revision": "../../x"}"#.to_vec(),
+        br#"{"image_start": "!!!notbase64"}"#.to_vec(),
+        br#"{"image_start": "aGVsbG8="}"#.to_vec(),
+    ];
+    let mut all = bodies;
+    for _ in 0..40 {
+        let len = rng.random_range(0..300);
+        all.push((0..len).map(|_| rng.random::<u8>()).collect());
+    }
+    let paths = [
+        ("POST", "/api/v1/generate/text-to-video"),
+        ("POST", "/api/v1/generate/image-to-video"),
+        ("POST", "/api/v1/generate/video-to-video"),
+        ("POST", "/api/v1/models/download"),
+        ("POST", "/api/v1/models/load"),
+        ("POST", "/api/v1/storage/upload"),
+        ("POST", "/api/v1/job/%00%ff/cancel"),
+        ("GET", "/api/v1/jobs?limit=-1&offset=999999999999999999999"),
+        ("GET", "/api/v1/outputs?limit=99999999999999999999"),
+        ("GET", "/api/v1/preview/%2e%2e?width=abc"),
+        ("GET", "/api/v1/job/%F0%9F%98%80"),
+        ("DELETE", "/api/v1/queue/..%2f.."),
+    ];
+    let mut count = 0;
+    for (method, path) in paths {
+        for (i, b) in all.iter().enumerate() {
+            let ct = ["application/json", "multipart/form-data; boundary=xyz", "text/plain", "multipart/form-data"][i % 4];
+            let resp = tokio::time::timeout(
+                Duration::from_secs(10),
+                s.client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), s.url(path)).header("Content-Type", ct).body(b.clone()).send(),
+            )
+            .await
+            .expect("no hang")
+            .unwrap();
+            let st = resp.status().as_u16();
+            assert!(st < 500 || st == 503, "{method} {path} body #{i} -> {st}");
+            if st >= 400 {
+                let v: Value = resp.json().await.unwrap_or_else(|_| panic!("{method} {path} #{i}: error body is not JSON"));
+                assert!(v["code"].is_string() && v["error"].is_string(), "{v}");
+            }
+            count += 1;
+        }
+    }
+    assert!(count > 500);
+    assert_eq!(s.client.get(s.url("/health")).send().await.unwrap().status(), 200);
+    s.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stopping_server_refuses_generation_with_503() {
+    let s = start_loaded(|_| {}).await;
+    s.running.as_ref().unwrap().state.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (st, v) = body(s.client.post(s.url("/api/v1/generate/text-to-video")).json(&json!({"prompt": "late"})).send().await.unwrap()).await;
+    assert_error(st, &v, 503, "shutting_down");
+    let (st, v) = body(s.client.get(s.url("/health")).send().await.unwrap()).await;
+    assert_eq!((st, v["status"].as_str()), (503, Some("unhealthy")));
+    s.stop().await;
+}
