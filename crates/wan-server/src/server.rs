@@ -211,6 +211,7 @@ fn spawn_configured_load(state: web::Data<AppState>, role: Role, reference: Stri
             })
             .await;
             match found {
+                Ok(Ok((model, _))) if state.downloads.is_running(&model.id) => {} // wait for the download's end
                 Ok(Ok((model, model_role))) => {
                     if model_role != role {
                         tracing::error!(model = %reference, "configured as {} but it is a {} pipeline", role.as_str(), model_role.as_str());

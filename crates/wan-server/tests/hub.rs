@@ -142,3 +142,23 @@ async fn concurrent_requests_share_one_download_and_the_routes_report_it() {
     s.stop().await;
     hub.stop().await;
 }
+
+#[actix_web::test]
+async fn a_configured_model_is_loaded_when_its_download_completes() {
+    let hub = start_hub(&tiny()).await;
+    let s = common::start_server(|c| {
+        c.hub_endpoint = Some(hub.base.clone());
+        c.model = Some(REPO.into());
+    })
+    .await;
+    let (st, v): (u16, Value) = {
+        let r = s.client.get(s.url("/health")).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    };
+    assert_eq!(st, 503, "not there yet: {v}");
+    let r = s.client.post(s.url("/api/v1/models/download")).json(&json!({"model_id": REPO})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    s.wait_healthy().await;
+    s.stop().await;
+    hub.stop().await;
+}
