@@ -13,6 +13,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API until SIGINT/SIGTERM.
+    Serve(wan_server::config::ServeArgs),
+    /// Download a diffusers Wan pipeline from the Hugging Face hub into the hub cache.
+    Download(cli::download::DownloadArgs),
+    /// List the models in the models directory and the hub cache.
+    Models(cli::models::ModelsArgs),
+    /// Write a tiny random-weight Wan pipeline (makes noise, for trying the server offline).
+    InitDemoModel(cli::init_demo_model::InitDemoModelArgs),
     /// Time one fixture's computation (after a warm-up) and print one line of figures.
     Bench(cli::bench::BenchArgs),
     /// Generate one video (text-, image- or video-to-video) to an mp4 file.
@@ -20,9 +28,15 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        cli::serve::init_logging("text");
+    }
     match cli.command {
+        Command::Serve(args) => cli::serve::run(&args),
+        Command::Download(args) => cli::download::run(&args),
+        Command::Models(args) => cli::models::run(&args),
+        Command::InitDemoModel(args) => cli::init_demo_model::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Generate(args) => cli::generate::run(&args),
     }

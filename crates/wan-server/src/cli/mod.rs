@@ -1,4 +1,8 @@
-//! Command-line subcommands that run without the HTTP server.
+//! Command-line subcommands.
 
 pub mod bench;
+pub mod download;
 pub mod generate;
+pub mod init_demo_model;
+pub mod models;
+pub mod serve;

@@ -1,0 +1,310 @@
+//! Server settings, resolved in one order: compiled defaults -> a TOML file -> `WAN_*` environment
+//! variables -> command-line flags (clap reads the environment variable of a flag when the flag is
+//! absent, so a flag always wins over the environment and both over the file).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server is configured with. Serialised (minus secrets) by `GET /api/v1/config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Model for text- and video-to-video: a directory (absolute, relative, or a name under
+    /// `models_dir`) or a hub repo id `org/name` found in the hub cache.
+    pub model: Option<String>,
+    /// Model for image-to-video, same forms as `model`.
+    pub i2v_model: Option<String>,
+    /// Holds the job store; outputs go to `<data_dir>/outputs` unless `outputs_dir` is set.
+    pub data_dir: PathBuf,
+    pub outputs_dir: Option<PathBuf>,
+    /// Local model directories known to the server.
+    pub models_dir: PathBuf,
+    /// The hub cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    pub hub_cache_dir: Option<PathBuf>,
+    /// The hub's address (`HF_ENDPOINT` when unset; huggingface.co when neither is).
+    pub hub_endpoint: Option<String>,
+    /// Jobs pending or processing at once; one more is a 429.
+    pub max_concurrent_requests: usize,
+    /// Jobs generated at the same time.
+    pub workers: usize,
+    pub min_steps: i64,
+    pub max_steps: i64,
+    pub max_frames: i64,
+    pub max_fps: i64,
+    pub min_size: i64,
+    pub max_size: i64,
+    /// Largest image upload in bytes.
+    pub max_image_bytes: u64,
+    /// Largest video upload in bytes.
+    pub max_video_bytes: u64,
+    /// Largest JSON body in bytes (a base64 `image_start` counts).
+    pub max_json_bytes: usize,
+    /// Bearer key required on every route but `/health`; `None` = open.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS; empty = CORS off.
+    pub cors_origins: Vec<String>,
+    /// Hosts a `callback_url` may name.
+    pub callback_hosts: Vec<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Seconds a graceful shutdown waits for the running step.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            model: None,
+            i2v_model: None,
+            data_dir: PathBuf::from("data"),
+            outputs_dir: None,
+            models_dir: PathBuf::from("models"),
+            hub_cache_dir: None,
+            hub_endpoint: None,
+            max_concurrent_requests: 2,
+            workers: 1,
+            min_steps: 25,
+            max_steps: 100,
+            max_frames: 128,
+            max_fps: 60,
+            min_size: 16,
+            max_size: 1920,
+            max_image_bytes: 20 * 1024 * 1024,
+            max_video_bytes: 512 * 1024 * 1024,
+            max_json_bytes: 32 * 1024 * 1024,
+            api_key: None,
+            cors_origins: Vec::new(),
+            callback_hosts: vec!["127.0.0.1".into(), "localhost".into(), "::1".into()],
+            log_format: "text".into(),
+            shutdown_timeout_s: 30,
+        }
+    }
+}
+
+/// Why the settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("invalid setting {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// `wan-server serve` flags; each also reads `WAN_<NAME>` from the environment.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "WAN_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "WAN_HOST")]
+    pub host: Option<String>,
+    #[arg(long, env = "WAN_PORT")]
+    pub port: Option<u16>,
+    /// Text/video-to-video model: a directory, a name under --models-dir, or a hub repo id.
+    #[arg(long, env = "WAN_MODEL")]
+    pub model: Option<String>,
+    /// Image-to-video model (same forms as --model).
+    #[arg(long, env = "WAN_I2V_MODEL")]
+    pub i2v_model: Option<String>,
+    #[arg(long, env = "WAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "WAN_OUTPUTS_DIR")]
+    pub outputs_dir: Option<PathBuf>,
+    #[arg(long, env = "WAN_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    #[arg(long, env = "WAN_HUB_CACHE_DIR")]
+    pub hub_cache_dir: Option<PathBuf>,
+    /// The hub's address (default: HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, env = "HF_ENDPOINT")]
+    pub hub_endpoint: Option<String>,
+    #[arg(long, env = "WAN_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    #[arg(long, env = "WAN_WORKERS")]
+    pub workers: Option<usize>,
+    #[arg(long, env = "WAN_MIN_STEPS")]
+    pub min_steps: Option<i64>,
+    #[arg(long, env = "WAN_MAX_STEPS")]
+    pub max_steps: Option<i64>,
+    #[arg(long, env = "WAN_MAX_FRAMES")]
+    pub max_frames: Option<i64>,
+    #[arg(long, env = "WAN_MAX_FPS")]
+    pub max_fps: Option<i64>,
+    #[arg(long, env = "WAN_MIN_SIZE")]
+    pub min_size: Option<i64>,
+    #[arg(long, env = "WAN_MAX_SIZE")]
+    pub max_size: Option<i64>,
+    #[arg(long, env = "WAN_MAX_IMAGE_BYTES")]
+    pub max_image_bytes: Option<u64>,
+    #[arg(long, env = "WAN_MAX_VIDEO_BYTES")]
+    pub max_video_bytes: Option<u64>,
+    #[arg(long, env = "WAN_MAX_JSON_BYTES")]
+    pub max_json_bytes: Option<usize>,
+    #[arg(long, env = "WAN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Comma-separated CORS origins (empty = CORS off).
+    #[arg(long, env = "WAN_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Comma-separated hosts a callback_url may name.
+    #[arg(long, env = "WAN_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub callback_hosts: Option<Vec<String>>,
+    /// `text` or `json`.
+    #[arg(long, env = "WAN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[arg(long, env = "WAN_SHUTDOWN_TIMEOUT_S")]
+    pub shutdown_timeout_s: Option<u64>,
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+impl ServerConfig {
+    /// Defaults, then the TOML file named by `--config`/`WAN_CONFIG`, then env and flags.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(path) => Self::from_toml_file(path)?,
+            None => ServerConfig::default(),
+        };
+        overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, min_steps,
+            max_steps, max_frames, max_fps, min_size, max_size, max_image_bytes, max_video_bytes, max_json_bytes,
+            cors_origins, callback_hosts, log_format, shutdown_timeout_s);
+        if args.model.is_some() {
+            cfg.model = args.model.clone();
+        }
+        if args.i2v_model.is_some() {
+            cfg.i2v_model = args.i2v_model.clone();
+        }
+        if args.outputs_dir.is_some() {
+            cfg.outputs_dir = args.outputs_dir.clone();
+        }
+        if args.hub_cache_dir.is_some() {
+            cfg.hub_cache_dir = args.hub_cache_dir.clone();
+        }
+        if args.hub_endpoint.is_some() {
+            cfg.hub_endpoint = args.hub_endpoint.clone();
+        }
+        if args.api_key.is_some() {
+            cfg.api_key = args.api_key.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source: Box::new(source) })
+    }
+
+    /// Rejects settings the server cannot run with, naming the setting and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if self.host.parse::<IpAddr>().is_err() && self.host != "localhost" {
+            return invalid("host", format!("{:?} is not an IP address", self.host));
+        }
+        if self.workers == 0 {
+            return invalid("workers", "must be at least 1, got 0".into());
+        }
+        if self.min_steps < 1 || self.min_steps > self.max_steps {
+            return invalid("min_steps", format!("must be 1..=max_steps ({}), got {}", self.max_steps, self.min_steps));
+        }
+        if self.max_frames < 1 {
+            return invalid("max_frames", format!("must be at least 1, got {}", self.max_frames));
+        }
+        if self.max_fps < 1 {
+            return invalid("max_fps", format!("must be at least 1, got {}", self.max_fps));
+        }
+        if self.min_size < 16 || self.min_size > self.max_size {
+            return invalid("min_size", format!("must be 16..=max_size ({}), got {}", self.max_size, self.min_size));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid("log_format", format!("must be text or json, got {:?}", self.log_format));
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return invalid("api_key", "must not be empty when set".into());
+        }
+        Ok(())
+    }
+
+    pub fn outputs_dir(&self) -> PathBuf {
+        self.outputs_dir.clone().unwrap_or_else(|| self.data_dir.join("outputs"))
+    }
+
+    /// Where uploads are kept until their job has used them.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+
+    /// The hub cache: this setting, else `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub` (the layout Python's huggingface_hub uses).
+    pub fn hub_cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.hub_cache_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home).join("hub");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache").join("huggingface").join("hub")
+    }
+
+    /// The job manager's limits from these settings (the rest keep API.md's defaults).
+    pub fn limits(&self) -> wan_jobs::Limits {
+        let mut limits = wan_jobs::Limits::default();
+        limits.num_frames.max = self.max_frames;
+        limits.fps.max = self.max_fps;
+        limits.width = wan_jobs::Bounds::new(self.min_size, self.max_size);
+        limits.height = wan_jobs::Bounds::new(self.min_size, self.max_size);
+        limits.num_inference_steps = wan_jobs::Bounds::new(self.min_steps, self.max_steps);
+        limits.default_num_inference_steps = limits.default_num_inference_steps.clamp(self.min_steps, self.max_steps);
+        limits.default_num_frames = limits.default_num_frames.min(self.max_frames);
+        limits.callback_hosts = self.callback_hosts.clone();
+        limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("wan-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "port = 9000\nmax_steps = 60\nworkers = 2\n").unwrap();
+        let args = ServeArgs { config: Some(file), port: Some(9100), ..Default::default() };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.port, 9100, "flag wins over the file");
+        assert_eq!(cfg.max_steps, 60, "file wins over the default");
+        assert_eq!(cfg.workers, 2);
+        assert_eq!(cfg.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("wan-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "prot = 1\n").unwrap();
+        let args = ServeArgs { config: Some(file), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Parse { .. })));
+        let args = ServeArgs { workers: Some(0), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "workers", .. })));
+    }
+}
