@@ -2,10 +2,10 @@
 //! and the attention kernel they share, which bounds its memory by working in query chunks.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
-use super::layers::RmsNorm;
+use super::layers::{linear, Linear, RmsNorm};
 use super::rope::RopeTables;
 use crate::Result;
 
@@ -124,17 +124,17 @@ impl WanAttention {
         let dim = cfg.inner_dim();
         let image_kv = match (with_image_kv, cfg.added_kv_proj_dim) {
             (true, Some(added)) => Some(ImageKvProjection {
-                add_k_proj: candle_nn::linear(added, dim, vb.pp("add_k_proj"))?,
-                add_v_proj: candle_nn::linear(added, dim, vb.pp("add_v_proj"))?,
+                add_k_proj: linear(added, dim, vb.pp("add_k_proj"))?,
+                add_v_proj: linear(added, dim, vb.pp("add_v_proj"))?,
                 norm_added_k: RmsNorm::new(dim, cfg.eps, vb.pp("norm_added_k"))?,
             }),
             _ => None,
         };
         Ok(Self {
-            to_q: candle_nn::linear(dim, dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(dim, dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(dim, dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            to_q: linear(dim, dim, vb.pp("to_q"))?,
+            to_k: linear(dim, dim, vb.pp("to_k"))?,
+            to_v: linear(dim, dim, vb.pp("to_v"))?,
+            to_out: linear(dim, dim, vb.pp("to_out").pp("0"))?,
             norm_q: RmsNorm::new(dim, cfg.eps, vb.pp("norm_q"))?,
             norm_k: RmsNorm::new(dim, cfg.eps, vb.pp("norm_k"))?,
             image_kv,

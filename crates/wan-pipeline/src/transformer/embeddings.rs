@@ -1,10 +1,10 @@
 //! The DiT's input embedders: video patches, the timestep, the text and (i2v) the CLIP image tokens.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
-use super::layers::{Activation, FeedForward, Fp32LayerNorm};
+use super::layers::{linear, Activation, FeedForward, Fp32LayerNorm, Linear};
 use crate::{Error, Result};
 
 /// The latent grid after patching: frames, rows and columns of patches.
@@ -104,7 +104,7 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     pub fn new(freq_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         let vb = vb.set_dtype(DType::F32);
-        Ok(Self { linear_1: candle_nn::linear(freq_dim, dim, vb.pp("linear_1"))?, linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))? })
+        Ok(Self { linear_1: linear(freq_dim, dim, vb.pp("linear_1"))?, linear_2: linear(dim, dim, vb.pp("linear_2"))? })
     }
 
     /// (B, freq_dim) f32 -> (B, dim) f32.
@@ -122,7 +122,7 @@ pub struct TextProjection {
 
 impl TextProjection {
     pub fn new(text_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { linear_1: candle_nn::linear(text_dim, dim, vb.pp("linear_1"))?, linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))? })
+        Ok(Self { linear_1: linear(text_dim, dim, vb.pp("linear_1"))?, linear_2: linear(dim, dim, vb.pp("linear_2"))? })
     }
 
     /// (B, L, text_dim) -> (B, L, dim).
@@ -178,7 +178,7 @@ impl ConditionEmbedder {
         };
         Ok(Self {
             time_embedder: TimestepEmbedding::new(cfg.freq_dim, dim, vb.pp("time_embedder"))?,
-            time_proj: candle_nn::linear(dim, 6 * dim, vb.pp("time_proj"))?,
+            time_proj: linear(dim, 6 * dim, vb.pp("time_proj"))?,
             text_embedder: TextProjection::new(cfg.text_dim, dim, vb.pp("text_embedder"))?,
             image_embedder,
             freq_dim: cfg.freq_dim,

@@ -2,9 +2,47 @@
 //! two-linear feed-forward of diffusers' `FeedForward`.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Result;
+
+/// A linear layer (`weight` (out, in), `bias` (out)) as `torch.nn.Linear`.
+///
+/// On the CPU a bf16/f16 model multiplies in f32: candle's CPU matmul has no half-precision
+/// kernels (its bf16 path ran at half the f32 speed), so the weight is widened for the one
+/// product (a transient copy of one layer) and the result narrowed back. Elsewhere, and in f32,
+/// this is `candle_nn::Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear { inner: candle_nn::linear(in_dim, out_dim, vb)? })
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = self.inner.weight();
+        if !(w.device().is_cpu() && matches!(w.dtype(), DType::BF16 | DType::F16)) {
+            return self.inner.forward(x);
+        }
+        let dtype = x.dtype();
+        let (out_dim, in_dim) = w.dims2()?;
+        let rows = x.elem_count() / in_dim.max(1);
+        let mut out_shape = x.dims().to_vec();
+        if let Some(last) = out_shape.last_mut() {
+            *last = out_dim;
+        }
+        // (..., in) -> (rows, in) f32 x (in, out) f32 -> (rows, out)
+        let x32 = super::fused::to_f32(&x.contiguous()?.reshape((rows, in_dim))?)?;
+        let mut y = x32.matmul(&super::fused::to_f32(w)?.t()?)?;
+        if let Some(b) = self.inner.bias() {
+            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
+        }
+        y.to_dtype(dtype)?.reshape(out_shape)
+    }
+}
 
 /// Layer norm over the last dimension, computed in f32 with two passes (mean, then the variance
 /// of the centred values) as PyTorch does; the single-pass `E[x^2] - mean^2` of
@@ -103,8 +141,8 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(dim: usize, hidden: usize, out: usize, activation: Activation, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj_in: candle_nn::linear(dim, hidden, vb.pp("net").pp("0").pp("proj"))?,
-            proj_out: candle_nn::linear(hidden, out, vb.pp("net").pp("2"))?,
+            proj_in: linear(dim, hidden, vb.pp("net").pp("0").pp("proj"))?,
+            proj_out: linear(hidden, out, vb.pp("net").pp("2"))?,
             activation,
         })
     }

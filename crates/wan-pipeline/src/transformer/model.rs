@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention::CrossKv;
 use super::block::WanTransformerBlock;
 use super::config::WanTransformerConfig;
 use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
 use super::fused::norm_affine;
+use super::layers::{linear, Linear};
 use super::rope::RotaryEmbedding;
 use super::weights;
 use crate::{Error, Result};
@@ -109,7 +110,7 @@ impl WanTransformer3DModel {
             rope: RotaryEmbedding::new(cfg.attention_head_dim, cfg.rope_max_seq_len),
             condition_embedder: ConditionEmbedder::new(cfg, vb.pp("condition_embedder"))?,
             blocks,
-            proj_out: candle_nn::linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
+            proj_out: linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
             scale_shift_table: vb.clone().set_dtype(DType::F32).get((1, 2, dim), "scale_shift_table")?,
             dtype: vb.dtype(),
             device: vb.device().clone(),
