@@ -62,6 +62,10 @@ impl Resample {
         Ok(Self { mode, conv, time_conv })
     }
 
+    pub fn mode(&self) -> ResampleMode {
+        self.mode
+    }
+
     /// `x` `(B, T, C, H, W)`; the `*3d` modes use one cache slot.
     pub fn forward(&self, x: &Tensor, cache: &mut FeatureCache) -> Result<Tensor> {
         match self.mode {
