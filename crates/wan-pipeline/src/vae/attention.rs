@@ -5,7 +5,9 @@
 //! `QUERY_BLOCK x H*W` slice of it exists at a time.
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::conv2d::Conv2d;
 
 use super::norm::WanRmsNorm;
 use crate::Result;
@@ -23,11 +25,10 @@ pub struct AttentionBlock {
 
 impl AttentionBlock {
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig::default();
         Ok(Self {
             norm: WanRmsNorm::image(dim, vb.pp("norm"))?,
-            to_qkv: candle_nn::conv2d(dim, dim * 3, 1, cfg, vb.pp("to_qkv"))?,
-            proj: candle_nn::conv2d(dim, dim, 1, cfg, vb.pp("proj"))?,
+            to_qkv: Conv2d::new(dim, dim * 3, 1, 0, 1, vb.pp("to_qkv"))?,
+            proj: Conv2d::new(dim, dim, 1, 0, 1, vb.pp("proj"))?,
             dim,
         })
     }

@@ -84,6 +84,16 @@ impl FeatureCache {
         &mut self.slots[i]
     }
 
+    /// Where the cursor is: layers that are run several times per chunk (frame by frame) come
+    /// back here with [`Self::rewind_to`] before each run.
+    pub fn position(&self) -> usize {
+        self.cursor
+    }
+
+    pub fn rewind_to(&mut self, position: usize) {
+        self.cursor = position.min(self.slots.len());
+    }
+
     /// Bytes held by the cached frames (for diagnostics and the memory test).
     pub fn bytes(&self) -> usize {
         self.slots

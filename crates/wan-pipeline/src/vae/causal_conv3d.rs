@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::cache::CacheSlot;
+use super::conv2d::conv2d;
 use crate::Result;
 
 /// Shape of a 3D kernel: (time, height, width).
@@ -87,7 +88,7 @@ impl CausalConv3d {
             };
             // (B, T', C, H, W) -> (B*T', C, H, W)
             let frames = frames.reshape((b * t_out, c, h, w))?;
-            let y = frames.conv2d(tap, self.spatial_pad, 1, 1, 1)?;
+            let y = conv2d(&frames, tap, self.spatial_pad, 1)?;
             acc = Some(match acc {
                 None => y,
                 Some(a) => (a + y)?,

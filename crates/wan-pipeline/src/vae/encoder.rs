@@ -25,6 +25,9 @@ enum DownLayer {
 pub struct Encoder {
     conv_in: CausalConv3d,
     down_blocks: Vec<DownLayer>,
+    /// Number of leading `down_blocks` before the first temporal downsampler: with `conv_in` they
+    /// keep the frame count, so they run one frame at a time (the largest activations).
+    per_frame_until: usize,
     mid_block: MidBlock,
     norm_out: WanRmsNorm,
     conv_out: CausalConv3d,
@@ -59,10 +62,15 @@ impl Encoder {
                 scale /= 2.0;
             }
         }
+        let per_frame_until = down_blocks
+            .iter()
+            .position(|l| matches!(l, DownLayer::Resample(r) if r.mode() == ResampleMode::Downsample3d))
+            .unwrap_or(down_blocks.len());
         let top = dims[dims.len() - 1];
         Ok(Self {
             conv_in,
             down_blocks,
+            per_frame_until,
             mid_block: MidBlock::new(top, 1, vb.pp("mid_block"))?,
             norm_out: WanRmsNorm::video(top, vb.pp("norm_out"))?,
             conv_out: conv3(top, out_dim, vb.pp("conv_out"))?,
@@ -73,16 +81,30 @@ impl Encoder {
     /// one-frame chunk, T/4 afterwards). `cache` carries the causal history between chunks.
     pub fn forward_chunk(&self, x: &Tensor, cache: &mut FeatureCache) -> Result<Tensor> {
         cache.begin_chunk();
-        let mut x = self.conv_in.forward_cached(x, cache.next_slot())?;
-        for layer in &self.down_blocks {
+        let (per_frame, rest) = self.down_blocks.split_at(self.per_frame_until);
+        // The causal cache makes a frame-by-frame pass equal to a pass over the whole chunk.
+        let mark = cache.position();
+        let frames = x.dim(1)?;
+        let mut outputs = Vec::with_capacity(frames);
+        for j in 0..frames {
+            cache.rewind_to(mark);
+            let y = self.conv_in.forward_cached(&x.narrow(1, j, 1)?, cache.next_slot())?;
+            outputs.push(Self::run_layers(per_frame, y, cache)?);
+        }
+        let x = Self::run_layers(rest, Tensor::cat(&outputs, 1)?, cache)?;
+        let x = self.mid_block.forward(&x, cache)?;
+        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        self.conv_out.forward_cached(&x, cache.next_slot())
+    }
+
+    fn run_layers(layers: &[DownLayer], mut x: Tensor, cache: &mut FeatureCache) -> Result<Tensor> {
+        for layer in layers {
             x = match layer {
                 DownLayer::Residual(block) => block.forward(&x, cache)?,
                 DownLayer::Attention(block) => block.forward(&x)?,
                 DownLayer::Resample(block) => block.forward(&x, cache)?,
             };
         }
-        let x = self.mid_block.forward(&x, cache)?;
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
-        self.conv_out.forward_cached(&x, cache.next_slot())
+        Ok(x)
     }
 }

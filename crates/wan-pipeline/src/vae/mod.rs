@@ -9,6 +9,7 @@ mod attention;
 mod cache;
 mod causal_conv3d;
 mod config;
+mod conv2d;
 mod decoder;
 mod distribution;
 mod encoder;

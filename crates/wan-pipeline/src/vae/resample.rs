@@ -9,10 +9,11 @@
 //!   the first chunk it is skipped (the first frame encodes alone).
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::cache::{CacheSlot, FeatureCache};
 use super::causal_conv3d::{CausalConv3d, Kernel3};
+use super::conv2d::Conv2d;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,7 @@ impl Resample {
         let vb_conv = vb.pp("resample").pp("1");
         let (conv, time_conv) = match mode {
             ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
-                let cfg = Conv2dConfig { padding: 1, ..Default::default() };
-                let conv = candle_nn::conv2d(dim, upsample_out_dim, 3, cfg, vb_conv)?;
+                let conv = Conv2d::new(dim, upsample_out_dim, 3, 1, 1, vb_conv)?;
                 let time_conv = (mode == ResampleMode::Upsample3d)
                     .then(|| {
                         let k = Kernel3 { t: 3, h: 1, w: 1 };
@@ -49,8 +49,7 @@ impl Resample {
                 (conv, time_conv)
             }
             ResampleMode::Downsample2d | ResampleMode::Downsample3d => {
-                let cfg = Conv2dConfig { stride: 2, ..Default::default() };
-                let conv = candle_nn::conv2d(dim, dim, 3, cfg, vb_conv)?;
+                let conv = Conv2d::new(dim, dim, 3, 0, 2, vb_conv)?;
                 let time_conv = (mode == ResampleMode::Downsample3d)
                     .then(|| {
                         let k = Kernel3 { t: 3, h: 1, w: 1 };
@@ -61,6 +60,10 @@ impl Resample {
             }
         };
         Ok(Self { mode, conv, time_conv })
+    }
+
+    pub fn mode(&self) -> ResampleMode {
+        self.mode
     }
 
     /// `x` `(B, T, C, H, W)`; the `*3d` modes use one cache slot.
