@@ -250,17 +250,10 @@ impl ServerConfig {
     /// The hub cache: this setting, else `HF_HUB_CACHE`, else `HF_HOME/hub`, else
     /// `~/.cache/huggingface/hub` (the layout Python's huggingface_hub uses).
     pub fn hub_cache_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.hub_cache_dir {
-            return dir.clone();
+        match &self.hub_cache_dir {
+            Some(dir) => dir.clone(),
+            None => wan_pipeline::hub_cache::hub_cache_dir(),
         }
-        if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
-            return PathBuf::from(dir);
-        }
-        if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(home).join("hub");
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache").join("huggingface").join("hub")
     }
 
     /// The job manager's limits from these settings (the rest keep API.md's defaults).

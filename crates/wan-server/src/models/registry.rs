@@ -192,7 +192,7 @@ fn describe(id: String, provider: &'static str, cache_dir: &Path, dir: PathBuf) 
 
 /// The snapshot directory a hub cache ref points at, if the ref exists.
 pub fn hub_snapshot(cache_dir: &Path, repo_id: &str, revision: &str) -> Option<PathBuf> {
-    let repo_dir = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));
+    let repo_dir = wan_pipeline::hub_cache::repo_cache_dir(cache_dir, repo_id);
     let commit = std::fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?;
     let commit = commit.trim();
     if commit.is_empty() || commit.contains('/') || commit.contains("..") {
