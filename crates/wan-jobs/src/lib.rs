@@ -18,6 +18,7 @@ pub mod queue;
 pub mod stats;
 pub mod store;
 pub mod validate;
+mod finished;
 mod worker;
 
 pub use admission::AdmissionPolicy;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::admission::AdmissionPolicy;
 use crate::callback::{CallbackConfig, Callbacks};
 use crate::error::{Error, Result};
+use crate::finished::FinishedJobs;
 use crate::generator::{Generator, Readiness};
 use crate::job::{messages, GenerationRequest, Job, JobId, JobStatus};
 use crate::progress::{Broadcaster, EventKind, JobEvents};
@@ -92,6 +93,8 @@ pub(crate) struct State {
     pub(crate) queue: PendingQueue,
     pub(crate) live: HashMap<JobId, LiveJob>,
     pub(crate) clock: StepClock,
+    /// Jobs that ended since the start, for status reads without the store.
+    pub(crate) finished: FinishedJobs,
 }
 
 pub struct JobManager {
@@ -132,7 +135,7 @@ impl JobManager {
             config,
             generator,
             store,
-            state: Mutex::new(State { queue: PendingQueue::new(), live: HashMap::new(), clock: StepClock::default() }),
+            state: Mutex::new(State { queue: PendingQueue::new(), live: HashMap::new(), clock: StepClock::default(), finished: FinishedJobs::default() }),
             wake: Notify::new(),
             callbacks,
             runtime,
@@ -259,6 +262,9 @@ impl JobManager {
         let st = self.state.lock();
         if let Some(job) = self.annotated(&st, &id) {
             return Ok(job);
+        }
+        if let Some(job) = st.finished.get(&id) {
+            return Ok(job.clone());
         }
         drop(st);
         self.store.get(&id)?.ok_or_else(|| Error::NotFound(id.to_string()))
@@ -415,6 +421,7 @@ impl JobManager {
         for job in &ended {
             st.queue.remove(&job.job_id);
             st.live.remove(&job.job_id);
+            st.finished.insert(job.clone());
             self.events.announce(EventKind::Cancelled, job);
             self.callbacks.send(job, &self.runtime);
         }

@@ -206,6 +206,7 @@ fn finish(manager: &JobManager, id: &JobId, end: RunEnd) {
         st.queue.push(id.clone(), Lane::Resumed, seq);
     } else {
         st.live.remove(id);
+        st.finished.insert(job.clone());
     }
     manager.events.announce(event, &job);
     manager.announce_positions(&st);
