@@ -380,6 +380,12 @@ mod tests {
         }
         let xb = u.to_dtype(DType::BF16).unwrap();
         assert_eq!(max_diff(&to_f32(&xb).unwrap(), &xb.to_dtype(DType::F32).unwrap()), 0.0);
-        assert!(max_diff(&gelu(&xb).unwrap(), &xb.gelu().unwrap()) < 1e-2);
+        // bf16 keeps 8 significant bits: beside candle's own bf16 rounding near zero (1e-2), the
+        // two may differ by one unit in the last place, |y| * 2^-7, which a fixed bound misses
+        // at random for |y| >= 2.
+        let got = gelu(&xb).unwrap().to_dtype(DType::F32).unwrap();
+        let want = xb.gelu().unwrap().to_dtype(DType::F32).unwrap();
+        let excess = ((&got - &want).unwrap().abs().unwrap() - want.abs().unwrap().affine(1.0 / 128.0, 1e-2).unwrap()).unwrap();
+        assert!(excess.max_all().unwrap().to_scalar::<f32>().unwrap() <= 0.0, "bf16 gelu differs by more than its rounding");
     }
 }
