@@ -180,7 +180,6 @@ pub fn generate(
     on_step: &mut dyn FnMut(StepProgress) -> Control,
     on_frame: &mut dyn FnMut(RgbImage) -> Result<()>,
 ) -> Result<GeneratedVideo> {
-    check_model_fits(models, conditioning)?;
     let shape = noise_shape(models, params, conditioning);
     let noise = gaussian_noise(params.seed, &shape, &models.device)?;
     let mut prepared = prepare(models, params, conditioning, &noise)?;
