@@ -10,6 +10,7 @@ pub mod hub_cache;
 pub mod text_encoder;
 pub mod image_encoder;
 pub mod scheduler;
+pub mod kernels;
 pub mod transformer;
 pub mod vae;
 pub mod pipeline;

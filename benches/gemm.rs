@@ -1,0 +1,63 @@
+//! The DiT's linear products at the 1.3B model's sizes: candle's matmul against the packed
+//! AVX-512 kernels of `wan_pipeline::kernels`, in one run: `cargo bench --bench gemm`.
+//!
+//! Prints GFLOP/s (median of `WAN_BENCH_RUNS`, default 7, after a warm-up) for each shape:
+//! candle f32, packed f32, candle bf16 as the DiT ran it before the packed kernel (weight and
+//! input widened to f32, product in f32, result narrowed), and packed bf16.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Tensor};
+use wan_pipeline::kernels::{packed_linear, PackedWeight};
+
+fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let runs = std::env::var("WAN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let dev = Device::Cpu;
+    // (rows, out, in): self-attention q/k/v/out, FFN up, FFN down, text embedder, cross-attn k/v.
+    let shapes = [(320, 1536, 1536), (320, 8960, 1536), (320, 1536, 8960), (512, 1536, 4096), (512, 1536, 1536)];
+    println!("{:>18} {:>11} {:>11} {:>7} {:>11} {:>11} {:>7}", "rows x out x in", "candle f32", "packed f32", "ratio", "candle bf16", "packed bf16", "ratio");
+    for (m, n, k) in shapes {
+        let flops = 2.0 * (m * n * k) as f64;
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
+        let b = Tensor::randn(0f32, 0.02, n, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (1, m, k), &dev)?;
+        let candle_f32 = candle_nn::Linear::new(w.clone(), Some(b.clone()));
+        let t_candle = median_secs(runs, || drop(candle_f32.forward(&x)));
+        let packed = PackedWeight::pack(&w, Some(&b))?.ok_or("no AVX-512 f32 kernel on this CPU")?;
+        let t_packed = median_secs(runs, || drop(packed_linear(&x, &packed)));
+
+        let (wb, bb, xb) = (w.to_dtype(DType::BF16)?, b.to_dtype(DType::BF16)?, x.to_dtype(DType::BF16)?);
+        let t_candle_bf16 = median_secs(runs, || {
+            let y = xb.to_dtype(DType::F32).and_then(|x| x.broadcast_matmul(&wb.to_dtype(DType::F32)?.t()?));
+            drop(y.and_then(|y| y.broadcast_add(&bb.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)));
+        });
+        let packed_bf16 = PackedWeight::pack(&wb, Some(&bb))?.ok_or("no AVX-512 BF16 kernel on this CPU")?;
+        let t_packed_bf16 = median_secs(runs, || drop(packed_linear(&xb, &packed_bf16)));
+        let g = |t: f64| flops / t / 1e9;
+        println!(
+            "{:>18} {:>11.1} {:>11.1} {:>6.2}x {:>11.1} {:>11.1} {:>6.2}x",
+            format!("{m}x{n}x{k}"),
+            g(t_candle),
+            g(t_packed),
+            t_candle / t_packed,
+            g(t_candle_bf16),
+            g(t_packed_bf16),
+            t_candle_bf16 / t_packed_bf16
+        );
+    }
+    println!("(GFLOP/s; ratio = candle time / packed time, same run)");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `y = x W^T + b` with a [`PackedWeight`], as a candle op on CPU tensors.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use half::bf16;
+
+use super::gemm::{matmul, Activations};
+use super::packed_weight::PackedWeight;
+
+struct PackedLinearOp<'a> {
+    weight: &'a PackedWeight,
+}
+
+impl CustomOp1 for PackedLinearOp<'_> {
+    fn name(&self) -> &'static str {
+        "packed-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = self.weight;
+        let dims = layout.dims();
+        if dims.last() != Some(&w.in_dim) {
+            candle_core::bail!("packed linear: input {dims:?} does not end in {}", w.in_dim);
+        }
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("packed linear: input must be contiguous");
+        };
+        let rows = layout.shape().elem_count() / w.in_dim.max(1);
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = w.out_dim;
+        }
+        let mut out = vec![0f32; rows * w.out_dim];
+        let storage = match storage {
+            CpuStorage::F32(x) => {
+                matmul(w, Activations::F32(&x[start..end]), rows, &mut out);
+                CpuStorage::F32(out)
+            }
+            CpuStorage::BF16(x) => {
+                matmul(w, Activations::Bf16(&x[start..end]), rows, &mut out);
+                CpuStorage::BF16(out.into_iter().map(bf16::from_f32).collect())
+            }
+            _ => candle_core::bail!("packed linear: input must be f32 or bf16"),
+        };
+        Ok((storage, Shape::from(out_dims)))
+    }
+}
+
+/// `x W^T + b` over the last dimension of a CPU tensor `x` (f32 or bf16; any leading dims), in
+/// x's dtype.
+pub fn packed_linear(x: &Tensor, weight: &PackedWeight) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp { weight })
+}

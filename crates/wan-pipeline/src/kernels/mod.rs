@@ -1,0 +1,23 @@
+//! Hand-written CPU kernels for the one product that dominates a DiT forward: activations times a
+//! linear layer's weight.
+//!
+//! Why not candle's matmul: on the AVX-512 CPUs this server targets, candle's CPU gemm (the `gemm`
+//! crate) reaches about half of the f32 FMA peak, and it has no bf16 kernel at all (a bf16 model
+//! was multiplied by widening each weight to f32 first). A weight never changes after loading, so
+//! it can be laid out once, at load time, in exactly the order a register-blocked micro-kernel
+//! streams it; the activations are repacked per call (a small copy next to the product). The f32
+//! kernel uses AVX-512F FMAs, the bf16 one the AVX-512 BF16 dot products (`vdpbf16ps`, two
+//! products per f32 lane, accumulated in f32). Where the CPU lacks them, callers keep candle's
+//! path: [`PackedWeight::pack`] returns `None`.
+
+mod aligned;
+mod avx512;
+mod gemm;
+mod linear_op;
+mod packed_weight;
+
+pub use linear_op::packed_linear;
+pub use packed_weight::{PackedFormat, PackedWeight};
+
+#[cfg(test)]
+mod tests;
