@@ -1,7 +1,8 @@
 //! `y = x W^T + b` with a [`PackedWeight`], as a candle op on CPU tensors.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use half::bf16;
+use half::{bf16, slice::HalfFloatSliceExt};
+use rayon::prelude::*;
 
 use super::gemm::{matmul, Activations};
 use super::packed_weight::PackedWeight;
@@ -37,12 +38,20 @@ impl CustomOp1 for PackedLinearOp<'_> {
             }
             CpuStorage::BF16(x) => {
                 matmul(w, Activations::Bf16(&x[start..end]), rows, &mut out);
-                CpuStorage::BF16(out.into_iter().map(bf16::from_f32).collect())
+                CpuStorage::BF16(narrow_to_bf16(&out))
             }
             _ => candle_core::bail!("packed linear: input must be f32 or bf16"),
         };
         Ok((storage, Shape::from(out_dims)))
     }
+}
+
+/// Rounds the f32 result to bf16 on all threads (one pass; single-threaded it was ~3% of a bf16
+/// forward).
+fn narrow_to_bf16(values: &[f32]) -> Vec<bf16> {
+    let mut out = vec![bf16::ZERO; values.len()];
+    out.par_chunks_mut(1 << 14).zip(values.par_chunks(1 << 14)).for_each(|(o, v)| o.convert_from_f32_slice(v));
+    out
 }
 
 /// `x W^T + b` over the last dimension of a CPU tensor `x` (f32 or bf16; any leading dims), in
