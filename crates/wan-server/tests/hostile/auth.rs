@@ -80,3 +80,22 @@ fn every_route_but_health_refuses_a_missing_or_wrong_key() {
     assert_eq!(cfg.json().unwrap()["auth_enabled"], true);
     assert!(!cfg.text().contains(KEY), "the key is never shown");
 }
+
+/// With CORS on, a browser's preflight (which never carries the key) is answered by the CORS
+/// layer, in front of the key check; an OPTIONS request that is not a preflight still needs it.
+#[test]
+fn cors_preflights_pass_without_the_key_and_other_options_requests_do_not() {
+    let server = ServerThread::start_unloaded(|c| {
+        c.api_key = Some(KEY.into());
+        c.cors_origins = vec!["http://app.example".into()];
+    });
+    let preflight = [("Origin", "http://app.example"), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")];
+    let resp = raw_http::send(&server.base, "OPTIONS", "/api/v1/jobs", &preflight, b"", TIMEOUT).unwrap();
+    assert_eq!(resp.status, 200, "{:?} {}", resp.headers, resp.text());
+    assert_eq!(resp.header("access-control-allow-origin"), Some("http://app.example"));
+    let plain = raw_http::send(&server.base, "OPTIONS", "/api/v1/jobs", &[], b"", TIMEOUT).unwrap();
+    assert_eq!(plain.status, 401, "{}", plain.text());
+    // The actual cross-origin request still needs the key.
+    let get = raw_http::send(&server.base, "GET", "/api/v1/jobs", &[("Origin", "http://app.example")], b"", TIMEOUT).unwrap();
+    assert_eq!(get.status, 401);
+}
