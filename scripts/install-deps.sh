@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages wan-server builds and tests against (Debian bookworm).
-#   scripts/install-deps.sh          FFmpeg dev libraries, clang, pkg-config, ffmpeg/ffprobe
+#   scripts/install-deps.sh          FFmpeg dev libraries, clang, pkg-config, ffmpeg/ffprobe,
+#                                    curl and wrk (scripts/bench-server.sh)
 #   scripts/install-deps.sh --cuda   also the CUDA toolkit (contrib/non-free) and g++-11 for nvcc
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
@@ -12,7 +13,7 @@ want_cuda=0
 for a in "$@"; do [ "$a" = "--cuda" ] && want_cuda=1; done
 
 base_pkgs=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
-           libswscale-dev libavfilter-dev libavdevice-dev libswresample-dev ffmpeg)
+           libswscale-dev libavfilter-dev libavdevice-dev libswresample-dev ffmpeg curl wrk)
 cuda_pkgs=(nvidia-cuda-toolkit g++-11)
 
 missing() {

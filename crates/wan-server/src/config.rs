@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Jobs generated at the same time.
     pub workers: usize,
+    /// Times a job is started before one more interruption (a crash or kill while it runs)
+    /// marks it failed instead of running it again.
+    pub max_attempts: u32,
     pub min_steps: i64,
     pub max_steps: i64,
     pub max_frames: i64,
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             hub_endpoint: None,
             max_concurrent_requests: 2,
             workers: 1,
+            max_attempts: 3,
             min_steps: 25,
             max_steps: 100,
             max_frames: 128,
@@ -131,6 +135,9 @@ pub struct ServeArgs {
     pub max_concurrent_requests: Option<usize>,
     #[arg(long, env = "WAN_WORKERS")]
     pub workers: Option<usize>,
+    /// Starts of one job before a further interruption marks it failed.
+    #[arg(long, env = "WAN_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
     #[arg(long, env = "WAN_MIN_STEPS")]
     pub min_steps: Option<i64>,
     #[arg(long, env = "WAN_MAX_STEPS")]
@@ -177,7 +184,7 @@ impl ServerConfig {
             Some(path) => Self::from_toml_file(path)?,
             None => ServerConfig::default(),
         };
-        overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, min_steps,
+        overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, max_attempts, min_steps,
             max_steps, max_frames, max_fps, min_size, max_size, max_image_bytes, max_video_bytes, max_json_bytes,
             cors_origins, callback_hosts, log_format, shutdown_timeout_s);
         if args.model.is_some() {
@@ -216,6 +223,9 @@ impl ServerConfig {
         }
         if self.workers == 0 {
             return invalid("workers", "must be at least 1, got 0".into());
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts", "must be at least 1, got 0".into());
         }
         if self.min_steps < 1 || self.min_steps > self.max_steps {
             return invalid("min_steps", format!("must be 1..=max_steps ({}), got {}", self.max_steps, self.min_steps));
@@ -299,5 +309,9 @@ mod tests {
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Parse { .. })));
         let args = ServeArgs { workers: Some(0), ..Default::default() };
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "workers", .. })));
+        let args = ServeArgs { max_attempts: Some(0), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "max_attempts", .. })));
+        let args = ServeArgs { max_attempts: Some(50), ..Default::default() };
+        assert_eq!(ServerConfig::resolve(&args).unwrap().max_attempts, 50);
     }
 }

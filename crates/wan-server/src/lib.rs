@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo_model;
 pub mod error;
 pub mod generator;
+pub mod media_check;
 pub mod models;
 pub mod openapi;
 pub mod request_log;

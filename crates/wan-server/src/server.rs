@@ -131,6 +131,7 @@ pub async fn start(config: ServerConfig, factory: Arc<dyn PipelineFactory>) -> R
     let slots = Arc::new(ModelSlots::new(factory));
     let mut jobs_cfg = JobsConfig::new(config.data_dir.clone(), config.outputs_dir());
     jobs_cfg.workers = config.workers;
+    jobs_cfg.max_attempts = config.max_attempts;
     jobs_cfg.admission = AdmissionPolicy { max_concurrent_requests: config.max_concurrent_requests, ..AdmissionPolicy::default() };
     jobs_cfg.limits = config.limits();
     let jobs = JobManager::open(jobs_cfg, slots.clone())?;

@@ -11,6 +11,7 @@ use rand::Rng;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::ApiError;
+use crate::media_check::{self, MediaCheckError};
 
 /// What an upload turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +146,12 @@ async fn store_file(field: &mut actix_multipart::Field, accept: &[MediaKind], li
     tokio::fs::create_dir_all(dir).await.map_err(ApiError::internal)?;
     let id = random_name();
     let tmp = dir.join(format!(".tmp-{id}"));
-    let result = write_field(field, accept, limits, &tmp).await;
+    let mut result = write_field(field, accept, limits, &tmp).await;
+    if let Ok((_, _, kind, _)) = result {
+        if let Err(e) = check_media(&tmp, kind, limits.max_for(kind)).await {
+            result = Err(e);
+        }
+    }
     match result {
         Ok((mime, ext, kind, size)) => {
             let name = format!("up_{id}.{ext}");
@@ -160,6 +166,19 @@ async fn store_file(field: &mut actix_multipart::Field, accept: &[MediaKind], li
             let _ = tokio::fs::remove_file(&tmp).await;
             Err(e)
         }
+    }
+}
+
+/// The media check of [`crate::media_check`] on a blocking thread: 400 `invalid_media` for a
+/// file that is not usable media.
+async fn check_media(path: &Path, kind: MediaKind, max_bytes: u64) -> Result<(), ApiError> {
+    let path = path.to_path_buf();
+    let limits = media_check::upload_limits(max_bytes);
+    match tokio::task::spawn_blocking(move || media_check::check_upload(&path, kind, &limits)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ MediaCheckError::Invalid { .. })) => Err(ApiError::bad_request("invalid_media", e.to_string())),
+        Ok(Err(e @ MediaCheckError::Io(_))) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::internal(format!("the media check stopped: {e}"))),
     }
 }
 
@@ -218,7 +237,8 @@ fn accepted_list(accept: &[MediaKind]) -> &'static str {
     }
 }
 
-/// The stored upload a key (`uploads/up_<hex>.<ext>`) names, if it is one and exists.
+/// The stored upload a key (`uploads/up_<hex>.<ext>`) names, if it is one and exists as a
+/// regular file (not a symlink).
 pub fn resolve_key(key: &str, uploads_dir: &Path) -> Option<(PathBuf, MediaKind)> {
     let name = key.strip_prefix("uploads/")?;
     let (stem, ext) = name.split_once('.')?;
@@ -232,7 +252,9 @@ pub fn resolve_key(key: &str, uploads_dir: &Path) -> Option<(PathBuf, MediaKind)
         _ => return None,
     };
     let path = uploads_dir.join(name);
-    path.is_file().then_some((path, kind))
+    // A regular file only: a symlink planted in uploads/ must not lead out of it.
+    let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+    regular.then_some((path, kind))
 }
 
 #[cfg(test)]

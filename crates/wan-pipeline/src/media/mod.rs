@@ -10,6 +10,7 @@
 
 mod ffmpeg_guard;
 pub mod image_in;
+mod isobmff;
 pub mod limits;
 pub mod preview;
 pub mod probe;

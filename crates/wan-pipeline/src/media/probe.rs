@@ -194,10 +194,19 @@ fn probe_image_reader<R: std::io::BufRead + std::io::Seek>(
 
 /// Opens the container and reads the best video stream's parameters; no frame is decoded.
 fn probe_video(path: &Path, kind: MediaKind, limits: &MediaLimits) -> Result<VideoInfo> {
+    check_container(path, kind)?;
     guarded("probing video", || {
         let input = ffmpeg::format::input(path).map_err(|e| av_error("cannot open video", e))?;
         video_info(&input, kind, limits)
     })
+}
+
+/// Structural checks FFmpeg does not make when it opens a file: an MP4 or MOV cut short.
+pub(crate) fn check_container(path: &Path, kind: MediaKind) -> Result<()> {
+    match kind {
+        MediaKind::Mp4 | MediaKind::Mov => super::isobmff::check_top_level_boxes(path),
+        _ => Ok(()),
+    }
 }
 
 /// Reads and checks the header facts of an opened container (shared with the decoder).

@@ -10,7 +10,7 @@ use image::RgbImage;
 
 use super::ffmpeg_guard::{av_error, guarded};
 use super::limits::MediaLimits;
-use super::probe::{sniff_file, video_info, VideoInfo};
+use super::probe::{check_container, sniff_file, video_info, VideoInfo};
 use super::resize::{resize_rgb, ResizeMode};
 use crate::{Error, Result};
 
@@ -65,6 +65,7 @@ pub(crate) fn decode_frames(
     if kind.is_image() {
         return Err(Error::Media(format!("expected a video, found a {kind:?} image")));
     }
+    check_container(path, kind)?;
     guarded("decoding video", || {
         let mut input = ffmpeg::format::input(path).map_err(|e| av_error("cannot open video", e))?;
         let info = video_info(&input, kind, limits)?;

@@ -16,6 +16,7 @@ use wan_jobs::{GenerationModeRequest, GenerationRequest, Job, Priority};
 
 use crate::error::ApiError;
 use crate::generator::Role;
+use crate::media_check::{self, MediaCheckError};
 use crate::state::AppState;
 use crate::upload::{read_form, resolve_key, sniff, MediaKind, UploadLimits};
 
@@ -170,7 +171,7 @@ fn input_from_key(state: &AppState, field: &str, key: &str, kind: MediaKind) -> 
     }
 }
 
-/// A base64 `image_start`, checked and stored like an upload.
+/// A base64 `image_start`, checked and stored like an upload. Blocking (decodes the image).
 fn store_base64_image(state: &AppState, data: &str) -> Result<PathBuf, ApiError> {
     let b64 = data.split_once(";base64,").map(|(_, b)| b).unwrap_or(data);
     let bytes = base64::engine::general_purpose::STANDARD
@@ -182,6 +183,10 @@ fn store_base64_image(state: &AppState, data: &str) -> Result<PathBuf, ApiError>
     let Some((_, ext, MediaKind::Image)) = sniff(&bytes) else {
         return Err(ApiError::UnsupportedMediaType("image_start is not a PNG, JPEG or WebP image (judged from its content)".into()));
     };
+    media_check::check_image_bytes(&bytes, &media_check::upload_limits(state.config.max_image_bytes)).map_err(|e| match e {
+        MediaCheckError::Invalid { .. } => ApiError::bad_request("invalid_media", e.to_string()),
+        MediaCheckError::Io(_) => ApiError::internal(e),
+    })?;
     let dir = state.config.uploads_dir();
     std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
     let hex: String = (0..24).map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0')).collect();
@@ -241,7 +246,8 @@ async fn generate_from_media(state: web::Data<AppState>, req: HttpRequest, paylo
                 (body.request, path, None)
             }
             (None, Some(b64)) => {
-                let path = store_base64_image(&state, &b64)?;
+                let st = state.clone();
+                let path = web::block(move || store_base64_image(&st, &b64)).await.map_err(ApiError::internal)??;
                 (body.request, path.clone(), Some(path))
             }
             (None, None) => {

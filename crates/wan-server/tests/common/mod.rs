@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod fake_hub;
+pub mod memory;
+pub mod panics;
+pub mod raw_http;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,4 +159,58 @@ pub async fn start_loaded(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("models never loaded");
+}
+
+/// A loaded test server running on its own thread (its own actix system), for tests whose driver
+/// is synchronous (proptest runs each case as a plain closure).
+pub struct ServerThread {
+    pub base: String,
+    /// The server's `data/` directory.
+    pub data_dir: PathBuf,
+    /// Milliseconds the fake pipeline sleeps per step.
+    pub step_ms: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// As [`start_loaded`], on a new thread.
+    pub fn start(tweak: impl FnOnce(&mut ServerConfig) + Send + 'static) -> ServerThread {
+        Self::spawn(true, tweak)
+    }
+
+    /// As [`start_server`] (no model loaded), on a new thread.
+    pub fn start_unloaded(tweak: impl FnOnce(&mut ServerConfig) + Send + 'static) -> ServerThread {
+        Self::spawn(false, tweak)
+    }
+
+    fn spawn(loaded: bool, tweak: impl FnOnce(&mut ServerConfig) + Send + 'static) -> ServerThread {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let s = if loaded { start_loaded(tweak).await } else { start_server(tweak).await };
+                ready_tx.send((s.base.clone(), s.tmp.path().join("data"), s.step_ms.clone())).unwrap();
+                let _ = stop_rx.await;
+                s.stop().await;
+            })
+        });
+        let (base, data_dir, step_ms) = ready_rx.recv_timeout(Duration::from_secs(60)).expect("the server thread started");
+        ServerThread { base, data_dir, step_ms, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
