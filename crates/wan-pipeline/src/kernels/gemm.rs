@@ -12,12 +12,21 @@ use std::cell::RefCell;
 
 use super::aligned::AlignedBuf;
 use super::avx512::{TileOut, MR, NR};
+use super::gelu::gelu_tanh_in_place;
 use super::packed_weight::{PackedFormat, PackedWeight};
 
 /// Steps of k per block (f32: k; bf16: pairs of k): a panel's block is 256 * 32 * 4 = 32 KB.
 const KC: usize = 256;
 /// Activation rows packed at once.
 const MC: usize = 32 * MR;
+
+/// What is applied to each output tile once its sum is complete (after the bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// GELU, tanh approximation (the DiT's feed-forward), on the f32 sum before any rounding.
+    GeluTanh,
+}
 
 /// The activations of one call, row-major (rows, in_dim).
 #[derive(Clone, Copy)]
@@ -39,7 +48,7 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// `out[r, n] = sum_k x[r, k] W[n, k] + b[n]` for `rows` rows. `out` holds `rows * out_dim` f32.
-pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, out: &mut [f32]) {
+pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilogue, out: &mut [f32]) {
     assert_eq!(out.len(), rows * w.out_dim, "output size");
     match x {
         Activations::F32(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
@@ -50,7 +59,7 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, out: &mut [f32]
         for m0 in (0..rows).step_by(MC) {
             let m_rows = MC.min(rows - m0);
             pack_activations(w, x, m0, m_rows, &mut buf);
-            multiply_block(w, &buf, m0, m_rows, out);
+            multiply_block(w, &buf, m0, m_rows, epilogue, out);
         }
     });
 }
@@ -118,7 +127,7 @@ fn pack_activations(w: &PackedWeight, x: Activations<'_>, m0: usize, m_rows: usi
 }
 
 /// Multiplies the packed strips of rows `m0..m0 + m_rows` by every panel into `out`.
-fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, out: &mut [f32]) {
+fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, epilogue: Epilogue, out: &mut [f32]) {
     let n = w.out_dim;
     let ks = w.k_steps();
     let strips = m_rows.div_ceil(MR);
@@ -151,6 +160,11 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ou
                         let c = out_ptr.0.add((m0 + s * MR) * n + p * NR);
                         if rows == MR && cols == NR {
                             run_tile(w, a, s, p, k0, kc, TileOut { c, ldc: n, accumulate: k0 > 0, bias });
+                            if final_block && epilogue == Epilogue::GeluTanh {
+                                for i in 0..MR {
+                                    gelu_tanh_in_place(std::slice::from_raw_parts_mut(c.add(i * n), NR));
+                                }
+                            }
                         } else {
                             // An edge tile: compute into a full scratch tile, copy the valid part.
                             let mut scratch = [0f32; MR * NR];
@@ -161,6 +175,9 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ou
                             }
                             let tile = TileOut { c: scratch.as_mut_ptr(), ldc: NR, accumulate: k0 > 0, bias };
                             run_tile(w, a, s, p, k0, kc, tile);
+                            if final_block && epilogue == Epilogue::GeluTanh {
+                                gelu_tanh_in_place(&mut scratch);
+                            }
                             for i in 0..rows {
                                 std::ptr::copy_nonoverlapping(scratch.as_ptr().add(i * NR), c.add(i * n), cols);
                             }

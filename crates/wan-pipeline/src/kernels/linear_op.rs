@@ -4,11 +4,12 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::{bf16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Activations};
+use super::gemm::{matmul, Activations, Epilogue};
 use super::packed_weight::PackedWeight;
 
 struct PackedLinearOp<'a> {
     weight: &'a PackedWeight,
+    epilogue: Epilogue,
 }
 
 impl CustomOp1 for PackedLinearOp<'_> {
@@ -33,11 +34,11 @@ impl CustomOp1 for PackedLinearOp<'_> {
         let mut out = vec![0f32; rows * w.out_dim];
         let storage = match storage {
             CpuStorage::F32(x) => {
-                matmul(w, Activations::F32(&x[start..end]), rows, &mut out);
+                matmul(w, Activations::F32(&x[start..end]), rows, self.epilogue, &mut out);
                 CpuStorage::F32(out)
             }
             CpuStorage::BF16(x) => {
-                matmul(w, Activations::Bf16(&x[start..end]), rows, &mut out);
+                matmul(w, Activations::Bf16(&x[start..end]), rows, self.epilogue, &mut out);
                 CpuStorage::BF16(narrow_to_bf16(&out))
             }
             _ => candle_core::bail!("packed linear: input must be f32 or bf16"),
@@ -57,5 +58,11 @@ fn narrow_to_bf16(values: &[f32]) -> Vec<bf16> {
 /// `x W^T + b` over the last dimension of a CPU tensor `x` (f32 or bf16; any leading dims), in
 /// x's dtype.
 pub fn packed_linear(x: &Tensor, weight: &PackedWeight) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp { weight })
+    packed_linear_with(x, weight, Epilogue::None)
+}
+
+/// [`packed_linear`] followed by `epilogue` on each output while it is still in cache, before
+/// the result is rounded to x's dtype.
+pub fn packed_linear_with(x: &Tensor, weight: &PackedWeight, epilogue: Epilogue) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp { weight, epilogue })
 }

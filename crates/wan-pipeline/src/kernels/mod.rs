@@ -12,11 +12,14 @@
 
 mod aligned;
 mod avx512;
+mod gelu;
 mod gemm;
 mod linear_op;
 mod packed_weight;
 
-pub use linear_op::packed_linear;
+pub use gelu::{gelu_tanh, gelu_tanh_in_place};
+pub use gemm::Epilogue;
+pub use linear_op::{packed_linear, packed_linear_with};
 pub use packed_weight::{PackedFormat, PackedWeight};
 
 #[cfg(test)]

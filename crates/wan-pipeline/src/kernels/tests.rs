@@ -108,3 +108,20 @@ fn a_wrong_input_width_is_an_error_not_a_panic() {
     let x = Tensor::zeros((2, 7), DType::F32, &Device::Cpu).unwrap();
     assert!(packed_linear(&x, &packed).is_err());
 }
+
+#[test]
+fn gelu_epilogue_equals_gelu_after_the_product() {
+    use super::{gelu_tanh, packed_linear_with, Epilogue};
+    let dev = Device::Cpu;
+    // 25 rows and 70 outputs: full tiles and edge tiles; k = 300 spans two blocks of k.
+    let w = Tensor::randn(0f32, 0.1, (70, 300), &dev).unwrap();
+    let b = Tensor::randn(0f32, 0.5, 70, &dev).unwrap();
+    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+        return;
+    };
+    let x = Tensor::randn(0f32, 1.0, (25, 300), &dev).unwrap();
+    let fused = packed_linear_with(&x, &packed, Epilogue::GeluTanh).unwrap();
+    let plain: Vec<f32> = packed_linear(&x, &packed).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want = Tensor::from_vec(plain.iter().map(|&v| gelu_tanh(v)).collect::<Vec<f32>>(), (25, 70), &dev).unwrap();
+    assert_eq!(rel_err(&fused, &want), 0.0, "the epilogue sees exactly the plain product");
+}

@@ -40,9 +40,18 @@ pub fn chunked_attention_with_budget(
     key_bias: Option<&Tensor>,
     budget: usize,
 ) -> Result<Tensor> {
+    let dtype = q.dtype();
+    if dtype != DType::F32 && q.device().is_cpu() {
+        // Half-precision attention on the CPU runs in f32 on the same (already rounded) q, k, v:
+        // candle's CPU matmul has no fast half-precision kernel and each of its half-precision
+        // elementwise ops is one single-threaded pass, while the widening here is multi-threaded.
+        // The scores are at least as exact as PyTorch's, whose CPU kernels accumulate in f32.
+        let widen = |t: &Tensor| super::fused::to_f32(&t.contiguous()?);
+        let out = chunked_attention_with_budget(&widen(q)?, &widen(k)?, &widen(v)?, key_bias, budget)?;
+        return Ok(out.to_dtype(dtype)?);
+    }
     let (b, h, lq, d) = q.dims4()?;
     let lk = k.dim(2)?;
-    let dtype = q.dtype();
     let q = (q * (1.0 / (d as f64).sqrt()))?;
     // (B, H, Lk, D) -> (B, H, D, Lk): a transposed view the matmul reads directly.
     let k_t = k.t()?;

@@ -13,6 +13,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::layers::layer_norm_f32;
+use crate::kernels::gelu_tanh;
 use crate::Result;
 
 /// A float element the kernels read and write (computing in f32).
@@ -212,41 +213,6 @@ pub fn gated_residual(x: &Tensor, u: &Tensor, gate: &Tensor) -> Result<Tensor> {
 // GELU, tanh approximation.
 
 struct GeluTanh;
-
-/// `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, the formula PyTorch and
-/// candle use, evaluated as `x / (1 + exp(-2u))` (the same function: `(1 + tanh u) / 2` is the
-/// logistic of `2u`) with a branch-free exp the compiler vectorises. libm's scalar `tanhf` took
-/// ~9% of a 1.3B forward; this is within a few f32 ulps of it.
-#[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    x / (1.0 + fast_exp(-2.0 * u))
-}
-
-/// `e^x` for f32 by range reduction `x = k ln2 + r`, |r| <= ln2/2, and a degree-7 polynomial
-/// (relative error ~2e-7); inputs are clamped to [-87, 88] so the result stays finite and normal.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer without a branch.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
-    p * scale
-}
 
 #[inline(always)]
 fn gelu_slice<T: Elem>(o: &mut [T], x: &[T]) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::kernels::{packed_linear, PackedWeight};
+use crate::kernels::{packed_linear, packed_linear_with, Epilogue, PackedWeight};
 
 use crate::Result;
 
@@ -163,10 +163,11 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = self.proj_in.forward(x)?;
-        let hidden = match self.activation {
-            Activation::GeluTanh => super::fused::gelu(&hidden)?,
-            Activation::GeluErf => self.activation.apply(&hidden)?,
+        let hidden = match (&self.proj_in, self.activation) {
+            // The GELU runs on each output tile of the packed product while it is in L1.
+            (Linear::Packed(w), Activation::GeluTanh) => packed_linear_with(x, w, Epilogue::GeluTanh)?,
+            (_, Activation::GeluTanh) => super::fused::gelu(&self.proj_in.forward(x)?)?,
+            (_, Activation::GeluErf) => self.activation.apply(&self.proj_in.forward(x)?)?,
         };
         Ok(self.proj_out.forward(&hidden)?)
     }
