@@ -48,6 +48,11 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len_bytes() / 4) }
     }
 
+    pub fn as_u32_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as in `as_f32_mut`; u32 needs 4-byte alignment.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len_bytes() / 4) }
+    }
+
     pub fn as_u16(&self) -> &[u16] {
         // SAFETY: as in `as_f32`; u16 needs 2-byte alignment.
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len_bytes() / 2) }

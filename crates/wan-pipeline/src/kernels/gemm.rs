@@ -64,61 +64,57 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilo
     });
 }
 
-/// Packs rows `m0..m0 + m_rows` into `MR`-row strips (zero-padded) in the weight's format.
+/// Packs rows `m0..m0 + m_rows` into `MR`-row strips (zero-padded) in the weight's format. Each
+/// strip is written front to back (k outer, rows inner), reading its rows as `MR` sequential
+/// streams.
 fn pack_activations(w: &PackedWeight, x: Activations<'_>, m0: usize, m_rows: usize, buf: &mut AlignedBuf) {
     let k = w.in_dim;
     let strips = m_rows.div_ceil(MR);
     let ks = w.k_steps();
-    match (w.format, x) {
-        (PackedFormat::F32, _) => {
+    match w.format {
+        PackedFormat::F32 => {
             let strip_len = ks * MR;
             buf.reserve_bytes(strips * strip_len * 4);
             buf.as_f32_mut()[..strips * strip_len].par_chunks_mut(strip_len).enumerate().for_each(|(s, strip)| {
-                for i in 0..MR {
-                    let r = s * MR + i;
-                    if r >= m_rows {
-                        for kk in 0..k {
-                            strip[kk * MR + i] = 0.0;
-                        }
-                        continue;
-                    }
-                    let row = (m0 + r) * k;
-                    match x {
-                        Activations::F32(v) => {
-                            for (kk, &val) in v[row..row + k].iter().enumerate() {
-                                strip[kk * MR + i] = val;
+                let rows = MR.min(m_rows - s * MR);
+                let first = (m0 + s * MR) * k;
+                for (kk, step) in strip.chunks_exact_mut(MR).enumerate() {
+                    for (i, slot) in step.iter_mut().enumerate() {
+                        *slot = if i < rows {
+                            match x {
+                                Activations::F32(v) => v[first + i * k + kk],
+                                Activations::Bf16(v) => v[first + i * k + kk].to_f32(),
                             }
-                        }
-                        Activations::Bf16(v) => {
-                            for (kk, val) in v[row..row + k].iter().enumerate() {
-                                strip[kk * MR + i] = val.to_f32();
-                            }
-                        }
+                        } else {
+                            0.0
+                        };
                     }
                 }
             });
         }
-        (PackedFormat::Bf16, _) => {
-            let strip_len = ks * MR * 2;
-            buf.reserve_bytes(strips * strip_len * 2);
-            buf.as_u16_mut()[..strips * strip_len].par_chunks_mut(strip_len).enumerate().for_each(|(s, strip)| {
-                for i in 0..MR {
-                    let r = s * MR + i;
-                    // An odd k leaves the second half of the last pair: it must be zero.
-                    if r >= m_rows || k % 2 == 1 {
-                        for p in 0..ks {
-                            strip[(p * MR + i) * 2] = 0;
-                            strip[(p * MR + i) * 2 + 1] = 0;
-                        }
-                    }
-                    if r >= m_rows {
-                        continue;
-                    }
-                    let row = (m0 + r) * k;
-                    let mut put = |kk: usize, bits: u16| strip[((kk / 2) * MR + i) * 2 + kk % 2] = bits;
-                    match x {
-                        Activations::Bf16(v) => v[row..row + k].iter().enumerate().for_each(|(kk, val)| put(kk, val.to_bits())),
-                        Activations::F32(v) => v[row..row + k].iter().enumerate().for_each(|(kk, &val)| put(kk, bf16::from_f32(val).to_bits())),
+        PackedFormat::Bf16 => {
+            // One u32 per (row, pair of k): the row's k = 2p in the low half, 2p + 1 in the high
+            // half (zero past the end of an odd k), as `vdpbf16ps` pairs them.
+            let strip_len = ks * MR;
+            buf.reserve_bytes(strips * strip_len * 4);
+            let bits = |i: usize| -> u32 {
+                match x {
+                    Activations::Bf16(v) => u32::from(v[i].to_bits()),
+                    Activations::F32(v) => u32::from(bf16::from_f32(v[i]).to_bits()),
+                }
+            };
+            buf.as_u32_mut()[..strips * strip_len].par_chunks_mut(strip_len).enumerate().for_each(|(s, strip)| {
+                let rows = MR.min(m_rows - s * MR);
+                let first = (m0 + s * MR) * k;
+                for (p, step) in strip.chunks_exact_mut(MR).enumerate() {
+                    for (i, slot) in step.iter_mut().enumerate() {
+                        *slot = if i >= rows {
+                            0
+                        } else {
+                            let at = first + i * k + 2 * p;
+                            let high = if 2 * p + 1 < k { bits(at + 1) << 16 } else { 0 };
+                            bits(at) | high
+                        };
                     }
                 }
             });
