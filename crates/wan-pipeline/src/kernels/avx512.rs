@@ -21,9 +21,7 @@ pub struct TileOut {
     pub c: *mut f32,
     /// Row stride of the output in elements.
     pub ldc: usize,
-    /// Add the output's current contents (a later block of k).
-    pub accumulate: bool,
-    /// `NR` bias values to add (the last block of k), or null.
+    /// `NR` bias values to add, or null.
     pub bias: *const f32,
 }
 
@@ -51,7 +49,7 @@ pub fn has_bf16_kernel() -> bool {
     }
 }
 
-/// Writes the 24 accumulators to `out` (adding the old contents and/or the bias as asked).
+/// Writes the 24 accumulators to `out` (adding the bias if there is one).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn store(acc: &[[__m512; 2]; MR], out: TileOut) {
@@ -65,18 +63,14 @@ unsafe fn store(acc: &[[__m512; 2]; MR], out: TileOut) {
         };
         for (i, row) in acc.iter().enumerate() {
             let c = out.c.add(i * out.ldc);
-            let (mut v0, mut v1) = (_mm512_add_ps(row[0], bias0), _mm512_add_ps(row[1], bias1));
-            if out.accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(c));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(c.add(16)));
-            }
+            let (v0, v1) = (_mm512_add_ps(row[0], bias0), _mm512_add_ps(row[1], bias1));
             _mm512_storeu_ps(c, v0);
             _mm512_storeu_ps(c.add(16), v1);
         }
     }
 }
 
-/// f32 tile: `out (+)= A B` over `kc` steps, A packed as `a[k * MR + i]`, B as `b[k * NR + j]`.
+/// f32 tile: `out = A B (+ bias)` over `kc` steps, A packed as `a[k * MR + i]`, B as `b[k * NR + j]`.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a` holds `kc * MR` and `b` `kc * NR` readable f32; `out` as in
@@ -100,7 +94,7 @@ pub unsafe fn tile_f32(kc: usize, a: *const f32, b: *const f32, out: TileOut) {
     }
 }
 
-/// bf16 tile: `out (+)= A B` over `kp` pairs of k, A packed as pairs `a[(p * MR + i) * 2 + {0,1}]`
+/// bf16 tile: `out = A B (+ bias)` over `kp` pairs of k, A packed as pairs `a[(p * MR + i) * 2 + {0,1}]`
 /// (row i, k = 2p and 2p+1), B as `b[(p * NR + j) * 2 + {0,1}]` (column j, same k). Each
 /// `vdpbf16ps` adds both products of a pair to an f32 lane.
 ///

@@ -2,11 +2,15 @@
 //!
 //! Loop order, from the outside: blocks of `MC` activation rows (their packed copy is bounded,
 //! whatever the token count); groups of weight panels, one group per task (a task owns its output
-//! columns, so tasks never share a cache line of output and never wait on each other); blocks of
-//! `KC` steps of k; the panels of the group; the `MR`-row strips. A panel's k-block (32 KB) is
-//! then reused from L1 by every strip, and the strips' k-blocks stream from L2.
+//! columns, so tasks never share a cache line of output and never wait on each other); the panels
+//! of the group; the `MR`-row strips. Each tile runs over the whole of k with its sums in
+//! registers, so a result is complete when it leaves the kernel: bias, epilogue and the rounding
+//! to bf16 happen once, on a tile still in L1, and no f32 copy of a bf16 output is ever made.
+//! (Blocking k at 256 steps, so that a panel's block stays in L1, measured no faster in
+//! `cargo bench --bench gemm`: the panel is reused by every strip from L2 at a fraction of L2's
+//! bandwidth.)
 
-use half::bf16;
+use half::{bf16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -15,8 +19,6 @@ use super::avx512::{TileOut, MR, NR};
 use super::gelu::gelu_tanh_in_place;
 use super::packed_weight::{PackedFormat, PackedWeight};
 
-/// Steps of k per block (f32: k; bf16: pairs of k): a panel's block is 256 * 32 * 4 = 32 KB.
-const KC: usize = 256;
 /// Activation rows packed at once.
 const MC: usize = 32 * MR;
 
@@ -26,6 +28,21 @@ pub enum Epilogue {
     None,
     /// GELU, tanh approximation (the DiT's feed-forward), on the f32 sum before any rounding.
     GeluTanh,
+}
+
+/// Where the result goes: row-major (rows, out_dim), in the caller's dtype.
+pub enum Output<'a> {
+    F32(&'a mut [f32]),
+    Bf16(&'a mut [bf16]),
+}
+
+impl Output<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Output::F32(o) => o.len(),
+            Output::Bf16(o) => o.len(),
+        }
+    }
 }
 
 /// The activations of one call, row-major (rows, in_dim).
@@ -42,13 +59,17 @@ thread_local! {
 
 /// A raw output pointer handed to the tasks, each of which writes only its own columns.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+enum OutPtr {
+    F32(*mut f32),
+    Bf16(*mut bf16),
+}
 // SAFETY: tasks write disjoint column ranges of the output (see `matmul`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `out[r, n] = sum_k x[r, k] W[n, k] + b[n]` for `rows` rows. `out` holds `rows * out_dim` f32.
-pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilogue, out: &mut [f32]) {
+/// `out[r, n] = epilogue(sum_k x[r, k] W[n, k] + b[n])` for `rows` rows, rounded once to the
+/// output's dtype. `out` holds `rows * out_dim` values.
+pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilogue, mut out: Output<'_>) {
     assert_eq!(out.len(), rows * w.out_dim, "output size");
     match x {
         Activations::F32(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
@@ -59,7 +80,7 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilo
         for m0 in (0..rows).step_by(MC) {
             let m_rows = MC.min(rows - m0);
             pack_activations(w, x, m0, m_rows, &mut buf);
-            multiply_block(w, &buf, m0, m_rows, epilogue, out);
+            multiply_block(w, &buf, m0, m_rows, epilogue, &mut out);
         }
     });
 }
@@ -123,59 +144,47 @@ fn pack_activations(w: &PackedWeight, x: Activations<'_>, m0: usize, m_rows: usi
 }
 
 /// Multiplies the packed strips of rows `m0..m0 + m_rows` by every panel into `out`.
-fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, epilogue: Epilogue, out: &mut [f32]) {
+fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, epilogue: Epilogue, out: &mut Output<'_>) {
     let n = w.out_dim;
-    let ks = w.k_steps();
     let strips = m_rows.div_ceil(MR);
     // Two groups per thread: enough to even out a thread that falls behind, few enough that each
-    // task reuses a packed k-block of activations (330 KB at 320 rows, from L2) over many panels.
-    // With 4 per thread the FFN's down projection (k = 8960) ran at 190 GFLOP/s against 346 with 1
-    // per thread, in one quiet run of `cargo bench --bench gemm`.
+    // task reuses the packed activations over many panels.
     let groups = (rayon::current_num_threads() * 2).clamp(1, w.panels);
     let per_group = w.panels.div_ceil(groups);
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = match out {
+        Output::F32(o) => OutPtr::F32(o.as_mut_ptr()),
+        Output::Bf16(o) => OutPtr::Bf16(o.as_mut_ptr()),
+    };
     (0..w.panels.div_ceil(per_group)).into_par_iter().for_each(move |group| {
         let out_ptr = out_ptr;
         let first = group * per_group;
-        let last_panel = (first + per_group).min(w.panels);
-        for k0 in (0..ks).step_by(KC) {
-            let kc = KC.min(ks - k0);
-            let final_block = k0 + kc == ks;
-            for p in first..last_panel {
-                let cols = NR.min(n - p * NR);
-                let bias = match (&w.bias, final_block) {
-                    (Some(b), true) => b[p * NR..].as_ptr(),
-                    _ => std::ptr::null(),
-                };
-                for s in 0..strips {
-                    let rows = MR.min(m_rows - s * MR);
-                    // SAFETY: offsets stay inside the packed buffers (k0 + kc <= ks, s < strips,
-                    // p < panels), and the tile writes rows m0 + s*MR.. and columns p*NR.. of
-                    // `out`, which only this task writes (it owns panels first..last_panel).
-                    unsafe {
-                        let c = out_ptr.0.add((m0 + s * MR) * n + p * NR);
-                        if rows == MR && cols == NR {
-                            run_tile(w, a, s, p, k0, kc, TileOut { c, ldc: n, accumulate: k0 > 0, bias });
-                            if final_block && epilogue == Epilogue::GeluTanh {
-                                for i in 0..MR {
-                                    gelu_tanh_in_place(std::slice::from_raw_parts_mut(c.add(i * n), NR));
-                                }
-                            }
-                        } else {
-                            // An edge tile: compute into a full scratch tile, copy the valid part.
-                            let mut scratch = [0f32; MR * NR];
-                            if k0 > 0 {
-                                for i in 0..rows {
-                                    std::ptr::copy_nonoverlapping(c.add(i * n), scratch.as_mut_ptr().add(i * NR), cols);
-                                }
-                            }
-                            let tile = TileOut { c: scratch.as_mut_ptr(), ldc: NR, accumulate: k0 > 0, bias };
-                            run_tile(w, a, s, p, k0, kc, tile);
-                            if final_block && epilogue == Epilogue::GeluTanh {
+        let mut scratch = [0f32; MR * NR];
+        for p in first..(first + per_group).min(w.panels) {
+            let cols = NR.min(n - p * NR);
+            let bias = w.bias.as_ref().map_or(std::ptr::null(), |b| b[p * NR..].as_ptr());
+            for s in 0..strips {
+                let rows = MR.min(m_rows - s * MR);
+                let at = (m0 + s * MR) * n + p * NR;
+                // SAFETY: the packed offsets stay inside the buffers (s < strips, p < panels);
+                // the tile writes rows m0 + s*MR .. + rows and columns p*NR .. + cols of `out`,
+                // inside it (m0 + m_rows <= rows of out, p*NR + cols <= n), and only this task
+                // writes those columns (it owns panels first..first + per_group).
+                unsafe {
+                    match out_ptr {
+                        OutPtr::F32(o) if rows == MR && cols == NR && epilogue == Epilogue::None => {
+                            run_tile(w, a, s, p, TileOut { c: o.add(at), ldc: n, bias });
+                        }
+                        _ => {
+                            run_tile(w, a, s, p, TileOut { c: scratch.as_mut_ptr(), ldc: NR, bias });
+                            if epilogue == Epilogue::GeluTanh {
                                 gelu_tanh_in_place(&mut scratch);
                             }
                             for i in 0..rows {
-                                std::ptr::copy_nonoverlapping(scratch.as_ptr().add(i * NR), c.add(i * n), cols);
+                                let src = &scratch[i * NR..i * NR + cols];
+                                match out_ptr {
+                                    OutPtr::F32(o) => std::slice::from_raw_parts_mut(o.add(at + i * n), cols).copy_from_slice(src),
+                                    OutPtr::Bf16(o) => std::slice::from_raw_parts_mut(o.add(at + i * n), cols).convert_from_f32_slice(src),
+                                }
                             }
                         }
                     }
@@ -185,24 +194,24 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ep
     });
 }
 
-/// One tile: strip `s`, panel `p`, k-steps `k0..k0 + kc`.
+/// One tile: strip `s` by panel `p`, over the whole of k.
 ///
 /// # Safety
 /// As [`super::avx512::tile_f32`] / [`super::avx512::tile_bf16`]; the weight was packed only if
 /// the CPU has the kernel for its format.
-unsafe fn run_tile(w: &PackedWeight, a: &AlignedBuf, s: usize, p: usize, k0: usize, kc: usize, out: TileOut) {
+unsafe fn run_tile(w: &PackedWeight, a: &AlignedBuf, s: usize, p: usize, out: TileOut) {
     let ks = w.k_steps();
     unsafe {
         match w.format {
             PackedFormat::F32 => {
-                let a = a.as_f32().as_ptr().add(s * ks * MR + k0 * MR);
-                let b = w.data.as_f32().as_ptr().add(p * ks * NR + k0 * NR);
-                super::avx512::tile_f32(kc, a, b, out);
+                let a = a.as_f32().as_ptr().add(s * ks * MR);
+                let b = w.data.as_f32().as_ptr().add(p * ks * NR);
+                super::avx512::tile_f32(ks, a, b, out);
             }
             PackedFormat::Bf16 => {
-                let a = a.as_u16().as_ptr().add((s * ks * MR + k0 * MR) * 2);
-                let b = w.data.as_u16().as_ptr().add((p * ks * NR + k0 * NR) * 2);
-                super::avx512::tile_bf16(kc, a, b, out);
+                let a = a.as_u16().as_ptr().add(s * ks * MR * 2);
+                let b = w.data.as_u16().as_ptr().add(p * ks * NR * 2);
+                super::avx512::tile_bf16(ks, a, b, out);
             }
         }
     }
