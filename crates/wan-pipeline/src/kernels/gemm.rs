@@ -10,7 +10,8 @@
 //! `cargo bench --bench gemm`: the panel is reused by every strip from L2 at a fraction of L2's
 //! bandwidth.)
 
-use half::{bf16, slice::HalfFloatSliceExt};
+use half::bf16;
+use std::mem::MaybeUninit;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -30,10 +31,12 @@ pub enum Epilogue {
     GeluTanh,
 }
 
-/// Where the result goes: row-major (rows, out_dim), in the caller's dtype.
+/// Where the result goes: row-major (rows, out_dim), in the caller's dtype. Uninitialised
+/// memory is fine ([`matmul`] writes every element), so the caller need not zero a buffer that
+/// is about to be overwritten.
 pub enum Output<'a> {
-    F32(&'a mut [f32]),
-    Bf16(&'a mut [bf16]),
+    F32(&'a mut [MaybeUninit<f32>]),
+    Bf16(&'a mut [MaybeUninit<bf16>]),
 }
 
 impl Output<'_> {
@@ -68,7 +71,7 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// `out[r, n] = epilogue(sum_k x[r, k] W[n, k] + b[n])` for `rows` rows, rounded once to the
-/// output's dtype. `out` holds `rows * out_dim` values.
+/// output's dtype. `out` holds `rows * out_dim` values, all of which are written.
 pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilogue, mut out: Output<'_>) {
     assert_eq!(out.len(), rows * w.out_dim, "output size");
     match x {
@@ -152,8 +155,8 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ep
     let groups = (rayon::current_num_threads() * 2).clamp(1, w.panels);
     let per_group = w.panels.div_ceil(groups);
     let out_ptr = match out {
-        Output::F32(o) => OutPtr::F32(o.as_mut_ptr()),
-        Output::Bf16(o) => OutPtr::Bf16(o.as_mut_ptr()),
+        Output::F32(o) => OutPtr::F32(o.as_mut_ptr().cast()),
+        Output::Bf16(o) => OutPtr::Bf16(o.as_mut_ptr().cast()),
     };
     (0..w.panels.div_ceil(per_group)).into_par_iter().for_each(move |group| {
         let out_ptr = out_ptr;
@@ -182,8 +185,12 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ep
                             for i in 0..rows {
                                 let src = &scratch[i * NR..i * NR + cols];
                                 match out_ptr {
-                                    OutPtr::F32(o) => std::slice::from_raw_parts_mut(o.add(at + i * n), cols).copy_from_slice(src),
-                                    OutPtr::Bf16(o) => std::slice::from_raw_parts_mut(o.add(at + i * n), cols).convert_from_f32_slice(src),
+                                    OutPtr::F32(o) => std::ptr::copy_nonoverlapping(src.as_ptr(), o.add(at + i * n), cols),
+                                    OutPtr::Bf16(o) => {
+                                        for (j, &v) in src.iter().enumerate() {
+                                            o.add(at + i * n + j).write(bf16::from_f32(v));
+                                        }
+                                    }
                                 }
                             }
                         }

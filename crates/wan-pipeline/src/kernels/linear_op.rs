@@ -1,7 +1,6 @@
 //! `y = x W^T + b` with a [`PackedWeight`], as a candle op on CPU tensors.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use half::bf16;
 
 use super::gemm::{matmul, Activations, Epilogue, Output};
 use super::packed_weight::PackedWeight;
@@ -30,15 +29,21 @@ impl CustomOp1 for PackedLinearOp<'_> {
         if let Some(last) = out_dims.last_mut() {
             *last = w.out_dim;
         }
+        let len = rows * w.out_dim;
         let storage = match storage {
+            // The outputs are not zeroed first: `matmul` writes every element.
             CpuStorage::F32(x) => {
-                let mut out = vec![0f32; rows * w.out_dim];
-                matmul(w, Activations::F32(&x[start..end]), rows, self.epilogue, Output::F32(&mut out));
+                let mut out = Vec::with_capacity(len);
+                matmul(w, Activations::F32(&x[start..end]), rows, self.epilogue, Output::F32(&mut out.spare_capacity_mut()[..len]));
+                // SAFETY: `matmul` wrote all `len` elements.
+                unsafe { out.set_len(len) };
                 CpuStorage::F32(out)
             }
             CpuStorage::BF16(x) => {
-                let mut out = vec![bf16::ZERO; rows * w.out_dim];
-                matmul(w, Activations::Bf16(&x[start..end]), rows, self.epilogue, Output::Bf16(&mut out));
+                let mut out = Vec::with_capacity(len);
+                matmul(w, Activations::Bf16(&x[start..end]), rows, self.epilogue, Output::Bf16(&mut out.spare_capacity_mut()[..len]));
+                // SAFETY: `matmul` wrote all `len` elements.
+                unsafe { out.set_len(len) };
                 CpuStorage::BF16(out)
             }
             _ => candle_core::bail!("packed linear: input must be f32 or bf16"),
