@@ -10,10 +10,11 @@
 //! `cargo bench --bench gemm`: the panel is reused by every strip from L2 at a fraction of L2's
 //! bandwidth.)
 
-use half::bf16;
-use std::mem::MaybeUninit;
-use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use half::bf16;
+use rayon::prelude::*;
 
 use super::aligned::AlignedBuf;
 use super::avx512::{TileOut, MR, NR};
@@ -78,13 +79,18 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilo
         Activations::F32(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
         Activations::Bf16(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
     }
-    PACKED_A.with(|buf| {
-        let mut buf = buf.borrow_mut();
+    let mut run = |buf: &mut AlignedBuf| {
         for m0 in (0..rows).step_by(MC) {
             let m_rows = MC.min(rows - m0);
-            pack_activations(w, x, m0, m_rows, &mut buf);
-            multiply_block(w, &buf, m0, m_rows, epilogue, &mut out);
+            pack_activations(w, x, m0, m_rows, buf);
+            multiply_block(w, buf, m0, m_rows, epilogue, &mut out);
         }
+    };
+    PACKED_A.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf),
+        // A rayon worker that calls this while waiting inside another call on the same thread
+        // (work stealing) finds the buffer in use: it packs into a buffer of its own.
+        Err(_) => run(&mut AlignedBuf::default()),
     });
 }
 

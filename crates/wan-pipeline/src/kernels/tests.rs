@@ -125,3 +125,20 @@ fn gelu_epilogue_equals_gelu_after_the_product() {
     let want = Tensor::from_vec(plain.iter().map(|&v| gelu_tanh(v)).collect::<Vec<f32>>(), (25, 70), &dev).unwrap();
     assert_eq!(rel_err(&fused, &want), 0.0, "the epilogue sees exactly the plain product");
 }
+
+#[test]
+fn concurrent_calls_from_rayon_tasks_agree() {
+    use rayon::prelude::*;
+    let dev = Device::Cpu;
+    let w = Tensor::randn(0f32, 1.0, (70, 130), &dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, 70, &dev).unwrap();
+    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+        return;
+    };
+    let x = Tensor::randn(0f32, 1.0, (29, 130), &dev).unwrap();
+    let want = reference(&x, &w, &b);
+    // Calls made inside rayon tasks: a worker waiting on its own call's tasks may steal another
+    // call, which must then pack into its own buffer rather than the one in use.
+    let errors: Vec<f32> = (0..32).into_par_iter().map(|_| rel_err(&packed_linear(&x, &packed).unwrap(), &want)).collect();
+    assert!(errors.iter().all(|&e| e < 1e-5), "{errors:?}");
+}
