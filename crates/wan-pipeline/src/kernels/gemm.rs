@@ -58,7 +58,7 @@ pub enum Activations<'a> {
 
 thread_local! {
     /// The packed activations, reused from call to call (the forward calls from one thread).
-    static PACKED_A: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+    pub(super) static PACKED_A: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
 }
 
 /// A raw output pointer handed to the tasks, each of which writes only its own columns.

@@ -127,18 +127,36 @@ fn gelu_epilogue_equals_gelu_after_the_product() {
 }
 
 #[test]
-fn concurrent_calls_from_rayon_tasks_agree() {
+fn concurrent_calls_from_rayon_tasks_agree_with_candle() {
     use rayon::prelude::*;
     let dev = Device::Cpu;
-    let w = Tensor::randn(0f32, 1.0, (70, 130), &dev).unwrap();
-    let b = Tensor::randn(0f32, 1.0, 70, &dev).unwrap();
+    // 800 rows: three row blocks, so each call packs and multiplies several times.
+    let w = Tensor::randn(0f32, 1.0, (300, 130), &dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, 300, &dev).unwrap();
     let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
         return;
     };
-    let x = Tensor::randn(0f32, 1.0, (29, 130), &dev).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (800, 130), &dev).unwrap();
     let want = reference(&x, &w, &b);
-    // Calls made inside rayon tasks: a worker waiting on its own call's tasks may steal another
-    // call, which must then pack into its own buffer rather than the one in use.
+    // Many calls at once from rayon tasks, sharing the pool with their own inner tasks.
     let errors: Vec<f32> = (0..32).into_par_iter().map(|_| rel_err(&packed_linear(&x, &packed).unwrap(), &want)).collect();
     assert!(errors.iter().all(|&e| e < 1e-5), "{errors:?}");
+}
+
+#[test]
+fn a_call_while_this_threads_buffer_is_in_use_packs_into_its_own() {
+    // What a rayon worker meets when, waiting inside one call, it steals another: the thread's
+    // packing buffer is already borrowed.
+    let dev = Device::Cpu;
+    let w = Tensor::randn(0f32, 1.0, (40, 50), &dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, 40, &dev).unwrap();
+    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+        return;
+    };
+    let x = Tensor::randn(0f32, 1.0, (13, 50), &dev).unwrap();
+    let y = super::gemm::PACKED_A.with(|cell| {
+        let _held = cell.borrow_mut();
+        packed_linear(&x, &packed).unwrap()
+    });
+    assert!(rel_err(&y, &reference(&x, &w, &b)) < 1e-5);
 }
