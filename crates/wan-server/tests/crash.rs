@@ -81,11 +81,13 @@ async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Submits jobs one after another until `deadline` or until `admitted` holds [`JOBS`]; stops at
-/// the first transport error (the server was killed under the request: its fate is unknown, and
-/// the final check covers every job in the store, admitted or not).
-async fn submit_until(client: &reqwest::Client, base: &str, admitted: &mut BTreeSet<String>, deadline: Instant, rng: &mut rand::rngs::StdRng) {
-    while admitted.len() < JOBS && Instant::now() < deadline {
+/// Submits up to `count` jobs one after another (stopping at [`JOBS`] admitted in all, or after
+/// 60 s); stops at the first transport error (the server was killed under the request: its fate
+/// is unknown, and the final check covers every job in the store, admitted or not).
+async fn submit_count(client: &reqwest::Client, base: &str, admitted: &mut BTreeSet<String>, count: usize, rng: &mut rand::rngs::StdRng) {
+    let target = (admitted.len() + count).min(JOBS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admitted.len() < target && Instant::now() < deadline {
         let body = json!({"prompt": format!("crash job {}", admitted.len()), "num_frames": FRAMES, "width": SIDE,
                           "height": SIDE, "num_inference_steps": STEPS, "fps": 8, "seed": admitted.len()});
         let Ok(resp) = client.post(format!("{base}/api/v1/generate/text-to-video")).json(&body).send().await else { return };
@@ -153,12 +155,21 @@ async fn kill9_of_the_server_loses_no_admitted_job_and_publishes_only_whole_file
             let (st, job) = get_json(&client, &format!("{}/api/v1/job/{id}", server.base)).await;
             assert_eq!(st, 200, "admitted job {id} is unknown after a restart: {job}");
         }
+        // Spread the admissions over the kills still to come, so that every round has jobs of its
+        // own open at its kill (with everything admitted at once, the tiny jobs could all end
+        // before the later kills came).
+        let per_round = (JOBS - admitted.len()).div_ceil(KILLS - kills_with_open_jobs);
+        submit_count(&client, &server.base, &mut admitted, per_round, &mut rng).await;
+        // Kill at a random moment of the window, or earlier, while the last job is still open.
         let kill_at = Instant::now() + Duration::from_millis(rng.random_range(KILL_WINDOW_MS));
-        submit_until(&client, &server.base, &mut admitted, kill_at, &mut rng).await;
-        tokio::time::sleep(kill_at.saturating_duration_since(Instant::now())).await;
-        // Open jobs at the kill: the stats of the store, read just before it.
-        let (_, stats) = get_json(&client, &format!("{}/api/v1/stats", server.base)).await;
-        let open = stats["counts"]["pending"].as_u64().unwrap_or(0) + stats["counts"]["processing"].as_u64().unwrap_or(0);
+        let open = loop {
+            let (_, stats) = get_json(&client, &format!("{}/api/v1/stats", server.base)).await;
+            let open = stats["counts"]["pending"].as_u64().unwrap_or(0) + stats["counts"]["processing"].as_u64().unwrap_or(0);
+            if open <= 1 || Instant::now() >= kill_at {
+                break open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         server.kill9();
         kills += 1;
         if open > 0 {
