@@ -59,5 +59,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("(GFLOP/s; ratio = candle time / packed time, same run)");
+    attention(runs)?;
+    Ok(())
+}
+
+/// The DiT's attention at the 1.3B model's sizes (12 heads of 128; 320 tokens; self-attention and
+/// cross-attention to the 25 kept text keys): candle's ops on the split heads, as the DiT ran
+/// before the kernel (widened to f32, split, chunked attention, merged), against the kernel.
+fn attention(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use wan_pipeline::transformer::attention::chunked_attention;
+    let dev = Device::Cpu;
+    let heads = 12;
+    println!("\n{:>18} {:>6} {:>11} {:>11} {:>7}", "q x k x heads*dim", "dtype", "candle ms", "kernel ms", "ratio");
+    for (lq, lk) in [(320, 320), (320, 25)] {
+        for dtype in [DType::F32, DType::BF16] {
+            let q = Tensor::randn(0f32, 1.0, (1, lq, 1536), &dev)?.to_dtype(dtype)?;
+            let k = Tensor::randn(0f32, 1.0, (1, lk, 1536), &dev)?.to_dtype(dtype)?;
+            let v = Tensor::randn(0f32, 1.0, (1, lk, 1536), &dev)?.to_dtype(dtype)?;
+            let split = |t: &Tensor| -> candle_core::Result<Tensor> {
+                let (b, l, w) = t.dims3()?;
+                t.reshape((b, l, heads, w / heads))?.transpose(1, 2)?.contiguous()
+            };
+            let t_candle = median_secs(runs, || {
+                let out = chunked_attention(&split(&q).unwrap(), &split(&k).unwrap(), &split(&v).unwrap(), None).unwrap();
+                drop(out.transpose(1, 2).and_then(|o| o.reshape((1, lq, 1536))));
+            });
+            let t_kernel = median_secs(runs, || drop(wan_pipeline::kernels::attention(&q, &k, &v, heads, None)));
+            println!(
+                "{:>18} {:>6} {:>11.3} {:>11.3} {:>6.2}x",
+                format!("{lq}x{lk}x{heads}*128"),
+                format!("{dtype:?}"),
+                t_candle * 1e3,
+                t_kernel * 1e3,
+                t_candle / t_kernel
+            );
+        }
+    }
     Ok(())
 }

@@ -70,20 +70,21 @@ unsafe fn store(acc: &[[__m512; 2]; MR], out: TileOut) {
     }
 }
 
-/// f32 tile: `out = A B (+ bias)` over `kc` steps, A packed as `a[k * MR + i]`, B as `b[k * NR + j]`.
+/// f32 tile: `out = A B (+ bias)` over `kc` steps, A as `a[k * lda + i]` (`lda` is `MR` for a
+/// packed strip; attention passes its probabilities in place, a wider row), B as `b[k * NR + j]`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` holds `kc * MR` and `b` `kc * NR` readable f32; `out` as in
-/// [`TileOut`].
+/// The CPU has AVX-512F; `a` addresses `(kc - 1) * lda + MR` and `b` `kc * NR` readable f32;
+/// `out` as in [`TileOut`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn tile_f32(kc: usize, a: *const f32, b: *const f32, out: TileOut) {
+pub unsafe fn tile_f32(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
             let bk = b.add(k * NR);
             let (b0, b1) = (_mm512_loadu_ps(bk), _mm512_loadu_ps(bk.add(16)));
-            let ak = a.add(k * MR);
+            let ak = a.add(k * lda);
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ak.add(i));
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
@@ -124,7 +125,7 @@ pub unsafe fn tile_bf16(kp: usize, a: *const u16, b: *const u16, out: TileOut) {
 
 /// Never called off x86-64: no weight is packed there ([`has_f32_kernel`] is false).
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn tile_f32(_kc: usize, _a: *const f32, _b: *const f32, _out: TileOut) {
+pub unsafe fn tile_f32(_kc: usize, _a: *const f32, _lda: usize, _b: *const f32, _out: TileOut) {
     unreachable!("no packed f32 kernel on this architecture")
 }
 

@@ -219,7 +219,7 @@ unsafe fn run_tile(w: &PackedWeight, a: &AlignedBuf, s: usize, p: usize, out: Ti
             PackedFormat::F32 => {
                 let a = a.as_f32().as_ptr().add(s * ks * MR);
                 let b = w.data.as_f32().as_ptr().add(p * ks * NR);
-                super::avx512::tile_f32(ks, a, b, out);
+                super::avx512::tile_f32(ks, a, MR, b, out);
             }
             PackedFormat::Bf16 => {
                 let a = a.as_u16().as_ptr().add(s * ks * MR * 2);

@@ -1,5 +1,5 @@
-//! Hand-written CPU kernels for the one product that dominates a DiT forward: activations times a
-//! linear layer's weight.
+//! Hand-written CPU kernels for the products that dominate a DiT forward: activations times a
+//! linear layer's weight, and attention.
 //!
 //! Why not candle's matmul: on the AVX-512 CPUs this server targets, candle's CPU gemm (the `gemm`
 //! crate) reaches about half of the f32 FMA peak, and it has no bf16 kernel at all (a bf16 model
@@ -11,12 +11,17 @@
 //! path: [`PackedWeight::pack`] returns `None`.
 
 mod aligned;
+mod attention;
 mod avx512;
+mod elem;
 mod gelu;
 mod gemm;
 mod linear_op;
 mod packed_weight;
+mod softmax;
 
+pub use attention::attention;
+pub use elem::Elem;
 pub use gelu::{gelu_tanh, gelu_tanh_in_place};
 pub use gemm::Epilogue;
 pub use linear_op::{packed_linear, packed_linear_with};

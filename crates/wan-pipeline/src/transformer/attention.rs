@@ -1,11 +1,14 @@
 //! Self- and cross-attention of the DiT blocks (diffusers' `WanAttention` + `WanAttnProcessor`),
-//! and the attention kernel they share, which bounds its memory by working in query chunks.
+//! and the attention they share: the CPU kernel of [`crate::kernels::attention`] where it runs,
+//! otherwise candle's ops in query chunks, so that memory never grows with the square of the
+//! token count.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
 use super::layers::{linear, Linear, RmsNorm};
+use super::qk_norm::norm_rope;
 use super::rope::RopeTables;
 use crate::Result;
 
@@ -93,16 +96,26 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
     Ok(x.transpose(1, 2)?.reshape((b, l, h * d))?)
 }
 
+/// Attention of q (B, Lq, H * D) to k, v (B, Lk, H * D), head h in columns `h * D .. (h + 1) * D`;
+/// returns (B, Lq, H * D) in q's dtype. `key_bias` as in [`chunked_attention`].
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> Result<Tensor> {
+    if let Some(out) = crate::kernels::attention(q, k, v, heads, key_bias)? {
+        return Ok(out);
+    }
+    let out = chunked_attention(&split_heads(q, heads)?, &split_heads(k, heads)?, &split_heads(v, heads)?, key_bias)?;
+    merge_heads(&out)
+}
+
 /// The keys and values a block's cross-attention reads: they depend only on the text (and image)
 /// context, not on the latent or the timestep, so a sampler can compute them once per prompt.
 #[derive(Debug, Clone)]
 pub struct CrossKv {
-    /// (B, H, Lk, D) text keys (after `norm_k`) and values.
+    /// (B, Lk, H * D) text keys (after `norm_k`) and values.
     pub k: Tensor,
     pub v: Tensor,
     /// `ln(copies)` per text key when identical padding rows were folded into one key.
     pub key_bias: Option<Tensor>,
-    /// (B, H, T_img, D) image keys (after `norm_added_k`) and values (i2v).
+    /// (B, T_img, H * D) image keys (after `norm_added_k`) and values (i2v).
     pub image: Option<(Tensor, Tensor)>,
 }
 
@@ -153,25 +166,22 @@ impl WanAttention {
 
     /// Self-attention of the tokens x (B, L, dim) with 3D RoPE on q and k; returns (B, L, dim).
     pub fn self_attention(&self, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
-        let q = split_heads(&self.norm_q.forward(&self.to_q.forward(x)?)?, self.heads)?;
-        let k = split_heads(&self.norm_k.forward(&self.to_k.forward(x)?)?, self.heads)?;
-        let v = split_heads(&self.to_v.forward(x)?, self.heads)?;
-        let q = rope.apply(&q)?;
-        let k = rope.apply(&k)?;
-        let out = chunked_attention(&q, &k, &v, None)?;
-        Ok(self.to_out.forward(&merge_heads(&out)?)?)
+        let q = norm_rope(&self.to_q.forward(x)?, &self.norm_q, Some(rope), self.heads)?;
+        let k = norm_rope(&self.to_k.forward(x)?, &self.norm_k, Some(rope), self.heads)?;
+        let v = self.to_v.forward(x)?;
+        let out = attention(&q, &k, &v, self.heads, None)?;
+        Ok(self.to_out.forward(&out)?)
     }
 
     /// Projects the text context (B, Lt, dim) and, for i2v, the image context (B, T_img, dim)
     /// to this block's keys and values. `key_bias` is passed through to the kernel.
     pub fn context_kv(&self, text: &Tensor, key_bias: Option<&Tensor>, image: Option<&Tensor>) -> Result<CrossKv> {
-        let k = split_heads(&self.norm_k.forward(&self.to_k.forward(text)?)?, self.heads)?;
-        let v = split_heads(&self.to_v.forward(text)?, self.heads)?;
+        let k = norm_rope(&self.to_k.forward(text)?, &self.norm_k, None, self.heads)?;
+        let v = self.to_v.forward(text)?;
         let image = match (&self.image_kv, image) {
             (Some(proj), Some(img)) => {
-                let k_img = proj.norm_added_k.forward(&proj.add_k_proj.forward(img)?)?;
-                let v_img = proj.add_v_proj.forward(img)?;
-                Some((split_heads(&k_img, self.heads)?, split_heads(&v_img, self.heads)?))
+                let k_img = norm_rope(&proj.add_k_proj.forward(img)?, &proj.norm_added_k, None, self.heads)?;
+                Some((k_img, proj.add_v_proj.forward(img)?))
             }
             _ => None,
         };
@@ -182,12 +192,12 @@ impl WanAttention {
     /// rows are attended to, as in diffusers) plus, for i2v, a separate attention to the image
     /// keys whose result is added before the output projection. Returns (B, L, dim).
     pub fn cross_attention(&self, x: &Tensor, kv: &CrossKv) -> Result<Tensor> {
-        let q = split_heads(&self.norm_q.forward(&self.to_q.forward(x)?)?, self.heads)?;
-        let mut out = chunked_attention(&q, &kv.k, &kv.v, kv.key_bias.as_ref())?;
+        let q = norm_rope(&self.to_q.forward(x)?, &self.norm_q, None, self.heads)?;
+        let mut out = attention(&q, &kv.k, &kv.v, self.heads, kv.key_bias.as_ref())?;
         if let Some((k_img, v_img)) = &kv.image {
-            out = (out + chunked_attention(&q, k_img, v_img, None)?)?;
+            out = (out + attention(&q, k_img, v_img, self.heads, None)?)?;
         }
-        Ok(self.to_out.forward(&merge_heads(&out)?)?)
+        Ok(self.to_out.forward(&out)?)
     }
 
     pub fn has_image_kv(&self) -> bool {

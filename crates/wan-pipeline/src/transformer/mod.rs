@@ -8,6 +8,7 @@ pub mod embeddings;
 pub mod fused;
 pub mod layers;
 pub mod model;
+pub mod qk_norm;
 pub mod rope;
 pub mod weights;
 

@@ -6,6 +6,8 @@
 //! angle of the token's frame, row or column. The per-axis tables are computed in f64 and rounded
 //! to f32 once, as diffusers does, so the angles of far positions stay exact.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::embeddings::PatchGrid;
@@ -57,6 +59,8 @@ pub struct RopeTables {
     /// (L, head_dim / 2) f32: one entry per rotated pair.
     pub cos: Tensor,
     pub sin: Tensor,
+    /// The same tables in host memory, row-major, for the fused CPU kernel of `qk_norm`.
+    pub(super) host: Arc<(Vec<f32>, Vec<f32>)>,
 }
 
 impl RotaryEmbedding {
@@ -94,17 +98,24 @@ impl RotaryEmbedding {
             }
         }
         let shape = (grid.tokens(), half);
-        Ok(RopeTables { cos: Tensor::from_vec(cos, shape, device)?, sin: Tensor::from_vec(sin, shape, device)? })
+        Ok(RopeTables {
+            cos: Tensor::from_slice(&cos, shape, device)?,
+            sin: Tensor::from_slice(&sin, shape, device)?,
+            host: Arc::new((cos, sin)),
+        })
     }
 }
 
 impl RopeTables {
-    /// Rotates q or k of shape (B, H, L, head_dim) (contiguous). The rotation runs in f32, as
-    /// diffusers keeps the rope tables in f32 and casts the product back.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    /// Rotates q or k of shape (B, L, H * head_dim). The rotation runs in f32, as diffusers keeps
+    /// the rope tables in f32 and casts the product back.
+    pub fn apply(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
+        let (b, l, width) = x.dims3()?;
         let dtype = x.dtype();
-        let x32 = x.to_dtype(DType::F32)?.contiguous()?;
-        Ok(candle_nn::rotary_emb::rope_i(&x32, &self.cos, &self.sin)?.to_dtype(dtype)?)
+        // (B, L, H * D) -> (B, H, L, D), the layout candle's rope reads.
+        let x32 = x.to_dtype(DType::F32)?.reshape((b, l, heads, width / heads))?.transpose(1, 2)?.contiguous()?;
+        let rotated = candle_nn::rotary_emb::rope_i(&x32, &self.cos, &self.sin)?;
+        Ok(rotated.transpose(1, 2)?.reshape((b, l, width))?.to_dtype(dtype)?)
     }
 
     /// The tables as diffusers' debug view shows them: (L, head_dim), each pair's value repeated.
