@@ -16,6 +16,9 @@ use wan_pipeline::media::{
 };
 use wan_pipeline::Error;
 
+#[path = "../../../tests/support/png.rs"]
+mod png;
+
 // ---------------------------------------------------------------------------------------------
 // helpers
 
@@ -352,39 +355,9 @@ fn truncated_images_are_media_errors() {
     }
 }
 
-/// A minimal PNG whose header declares `w` x `h`, with valid chunk CRCs and no real pixel data.
-fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &byte in data {
-            crc ^= byte as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(&mut png, b"IEND", &[]);
-    png
-}
-
 #[test]
 fn huge_image_headers_are_refused_before_decoding() {
-    let png = png_header_claiming(100_000, 100_000);
+    let png = png::png_claiming(100_000, 100_000);
     let limits = MediaLimits::default();
     let msg = media_message(probe_image_bytes(&png, &limits).unwrap_err());
     assert!(msg.contains("100000"), "{msg}");
@@ -527,7 +500,7 @@ fn probes_survive_random_and_mutated_bytes() {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let limits = MediaLimits { max_pixels: 1 << 20, ..MediaLimits::default() };
     let img = gradient_frame(24, 16, 2);
-    let seeds = [png_bytes(&img), jpeg_bytes(&img), png_header_claiming(70_000, 3)];
+    let seeds = [png_bytes(&img), jpeg_bytes(&img), png::png_claiming(70_000, 3)];
     for i in 0..600 {
         let bytes = if i % 5 == 0 {
             (0..rng.random_range(0..512)).map(|_| rng.random()).collect()

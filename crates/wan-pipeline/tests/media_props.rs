@@ -15,6 +15,9 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use wan_pipeline::media::{probe_file, probe_image_bytes, read_image_bytes, read_video, sniff, MediaInfo, MediaLimits, ResizeMode};
 use wan_pipeline::Error;
 
+#[path = "../../../tests/support/png.rs"]
+mod png;
+
 fn runner(cases: u32, seed: u64) -> TestRunner {
     TestRunner::new(Config { cases, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, max_shrink_iters: 128, ..Config::default() })
 }
@@ -30,36 +33,6 @@ fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A PNG whose IHDR (valid CRC) claims w x h, with a token IDAT.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    out
 }
 
 /// A video from the ffmpeg program's test pattern (`+faststart` for mp4s: the index first).
@@ -145,7 +118,7 @@ fn mutated_images_never_panic_and_what_passes_is_within_the_limits() {
         encoded(ImageFormat::Png, 24, 16),
         encoded(ImageFormat::Jpeg, 24, 16),
         encoded(ImageFormat::WebP, 24, 16),
-        png_claiming(70_000, 3),
+        png::png_claiming(70_000, 3),
     ];
     let strategy = prop::sample::select(seeds).prop_flat_map(mutated);
     run(runner(768, 0x1ea7_0001), strategy, |bytes| {
@@ -184,7 +157,7 @@ fn a_png_header_is_accepted_exactly_within_the_limits() {
     let side = prop_oneof![0u32..5000, Just(u32::MAX), Just(100_000u32), Just(0x8000_0000u32)];
     run(runner(512, 0x1ea7_0003), (side.clone(), side), |(w, h)| {
         let within = w > 0 && h > 0 && w <= limits.max_width && h <= limits.max_height && u64::from(w) * u64::from(h) <= limits.max_pixels;
-        match probe_image_bytes(&png_claiming(w, h), &limits) {
+        match probe_image_bytes(&png::png_claiming(w, h), &limits) {
             Ok(info) => prop_assert!(within && (info.width, info.height) == (w, h), "{w}x{h} accepted as {info:?}"),
             // The PNG format itself caps sides at 2^31-1; anything else must be our limit.
             Err(e) => prop_assert!(!within, "{w}x{h} refused: {e}"),

@@ -15,41 +15,14 @@ use common::{sample_png, start_loaded, TestServer};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+#[path = "../../../tests/support/png.rs"]
+mod png;
+
 const MAX_IMAGE_BYTES: u64 = 256 * 1024;
 const MAX_VIDEO_BYTES: u64 = 512 * 1024;
 /// Bound on the process's resident-memory growth over all the bad uploads. A decoder that
 /// believed the 100000x100000 header would need 28 GiB for RGB.
 const MAX_RSS_GROWTH_MIB: f64 = 160.0;
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A PNG (valid signature, IHDR with a good CRC, one small IDAT, IEND) whose header claims w x h.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    out
-}
 
 fn jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
@@ -133,7 +106,7 @@ async fn bad_media_is_refused_on_every_upload_route_and_nothing_is_stored() {
     let images: Vec<(&str, Vec<u8>, &str, u16, &str, &str)> = vec![
         ("truncated PNG", png[..png.len() / 2].to_vec(), "a.png", 400, "invalid_media", "PNG"),
         ("corrupt PNG", corrupt_png(), "a.png", 400, "invalid_media", "PNG"),
-        ("PNG claiming 100000x100000", png_claiming(100_000, 100_000), "huge.png", 400, "invalid_media", "100000"),
+        ("PNG claiming 100000x100000", png::png_claiming(100_000, 100_000), "huge.png", 400, "invalid_media", "100000"),
         ("truncated JPEG", jpg[..jpg.len() * 2 / 3].to_vec(), "a.jpg", 400, "invalid_media", "truncated"),
         ("JPEG claiming 65535x65535", jpeg_claiming_max(), "huge.jpg", 400, "invalid_media", "65535"),
         ("text named .png", b"just text pretending to be an image\n".repeat(10), "cat.png", 415, "unsupported_media_type", "image"),

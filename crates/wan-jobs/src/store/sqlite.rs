@@ -5,9 +5,11 @@
 //! commits, and the database stays consistent either way.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 
 use super::{JobFilter, JobStore, StateChange, StoreError, UnfinishedJob};
 use crate::job::{Job, JobId, JobParams, JobStatus, Timestamp};
@@ -49,6 +51,58 @@ CREATE INDEX IF NOT EXISTS job_state_changes_by_job ON job_state_changes(job_id,
 
 const COLUMNS: &str = "seq, id, status, message, params, created_at, updated_at, started_at, completed_at, \
      progress, current_step, total_steps, output_path, output_url, error, attempts";
+
+/// The columns a job's life changes: the insert and the update both write exactly these, bound
+/// from [`progress_values`] in this order as parameters ?2 onwards (?1 is the id).
+const PROGRESS_COLUMNS: [&str; 12] = [
+    "status",
+    "message",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "progress",
+    "current_step",
+    "total_steps",
+    "output_path",
+    "output_url",
+    "error",
+    "attempts",
+];
+
+/// The values of [`PROGRESS_COLUMNS`] for `job`.
+fn progress_values(job: &Job) -> [Value; 12] {
+    [
+        job.status.as_str().to_owned().into(),
+        job.message.clone().into(),
+        job.updated_at.millis().into(),
+        job.started_at.map(Timestamp::millis).into(),
+        job.completed_at.map(Timestamp::millis).into(),
+        job.progress.into(),
+        job.current_step.into(),
+        job.total_steps.into(),
+        job.output_path.clone().into(),
+        job.output_url.clone().into(),
+        job.error.clone().into(),
+        job.attempts.into(),
+    ]
+}
+
+/// Inserts a job: the id, the [`PROGRESS_COLUMNS`], then what never changes.
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
+    let n = PROGRESS_COLUMNS.len();
+    let slots: Vec<String> = (1..=n + 6).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO jobs (id, {}, params, seed, priority, user_id, created_at) VALUES ({})",
+        PROGRESS_COLUMNS.join(", "),
+        slots.join(", ")
+    )
+});
+
+/// Updates the [`PROGRESS_COLUMNS`] of the job with id ?1.
+static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = PROGRESS_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 2)).collect();
+    format!("UPDATE jobs SET {} WHERE id = ?1", sets.join(", "))
+});
 
 pub struct SqliteStore {
     conn: Mutex<Option<Connection>>,
@@ -132,31 +186,16 @@ impl JobStore for SqliteStore {
             let mut seqs = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let params = serde_json::to_string(&job.params)?;
-                tx.execute(
-                    "INSERT INTO jobs (id, status, message, params, seed, priority, user_id, created_at, updated_at, \
-                     started_at, completed_at, progress, current_step, total_steps, output_path, output_url, error, attempts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                    params![
-                        job.job_id.as_str(),
-                        job.status.as_str(),
-                        job.message,
-                        params,
-                        job.seed as i64,
-                        job.params.priority.as_str(),
-                        job.params.user_id,
-                        job.created_at.millis(),
-                        job.updated_at.millis(),
-                        job.started_at.map(Timestamp::millis),
-                        job.completed_at.map(Timestamp::millis),
-                        job.progress,
-                        job.current_step,
-                        job.total_steps,
-                        job.output_path,
-                        job.output_url,
-                        job.error,
-                        job.attempts,
-                    ],
-                )?;
+                let fixed: [Value; 5] = [
+                    params.into(),
+                    (job.seed as i64).into(),
+                    job.params.priority.as_str().to_owned().into(),
+                    job.params.user_id.clone().into(),
+                    job.created_at.millis().into(),
+                ];
+                let id = Value::from(job.job_id.as_str().to_owned());
+                tx.prepare_cached(&INSERT_JOB)?
+                    .execute(params_from_iter(std::iter::once(id).chain(progress_values(job)).chain(fixed)))?;
                 seqs.push(tx.last_insert_rowid());
                 record_change(&tx, job)?;
             }
@@ -175,26 +214,8 @@ impl JobStore for SqliteStore {
                 let Some(old) = old else {
                     return Err(StoreError::Corrupt(format!("job {} is not stored", job.job_id)));
                 };
-                tx.execute(
-                    "UPDATE jobs SET status = ?2, message = ?3, updated_at = ?4, started_at = ?5, completed_at = ?6, \
-                     progress = ?7, current_step = ?8, total_steps = ?9, output_path = ?10, output_url = ?11, \
-                     error = ?12, attempts = ?13 WHERE id = ?1",
-                    params![
-                        job.job_id.as_str(),
-                        job.status.as_str(),
-                        job.message,
-                        job.updated_at.millis(),
-                        job.started_at.map(Timestamp::millis),
-                        job.completed_at.map(Timestamp::millis),
-                        job.progress,
-                        job.current_step,
-                        job.total_steps,
-                        job.output_path,
-                        job.output_url,
-                        job.error,
-                        job.attempts,
-                    ],
-                )?;
+                let id = Value::from(job.job_id.as_str().to_owned());
+                tx.prepare_cached(&UPDATE_JOB)?.execute(params_from_iter(std::iter::once(id).chain(progress_values(job))))?;
                 if old != job.status.as_str() {
                     record_change(&tx, job)?;
                 }

@@ -9,7 +9,8 @@
 use candle_core::{DType, Tensor};
 
 use super::config::FlowMatchEulerConfig;
-use super::tables::{as_f32, index_for_timestep, linspace, shift_sigma, shift_sigma_f32, stretch_to_terminal};
+use super::schedule::Schedule;
+use super::tables::{as_f32, linspace, shift_sigma, shift_sigma_f32, stretch_to_terminal};
 use super::weighted_sum;
 use crate::{Error, Result};
 
@@ -20,12 +21,9 @@ pub struct FlowMatchEulerDiscrete {
     /// The largest and smallest shifted training sigmas (float32 values).
     sigma_max: f64,
     sigma_min: f64,
-    /// Float32 timesteps as the model receives them.
-    timesteps: Vec<f64>,
-    /// One more sigma than timesteps (the last is 0), float32 values.
-    sigmas: Vec<f64>,
-    step_index: Option<usize>,
-    begin_index: Option<usize>,
+    /// Float32 timesteps as the model receives them; one more sigma than timesteps (the last
+    /// is 0), float32 values.
+    schedule: Schedule,
 }
 
 impl FlowMatchEulerDiscrete {
@@ -41,10 +39,7 @@ impl FlowMatchEulerDiscrete {
             config,
             sigma_max,
             sigma_min,
-            timesteps: Vec::new(),
-            sigmas: Vec::new(),
-            step_index: None,
-            begin_index: None,
+            schedule: Schedule::default(),
         })
     }
 
@@ -68,36 +63,21 @@ impl FlowMatchEulerDiscrete {
         }
         let sigmas_f32: Vec<f32> = sigmas.iter().map(|&s| s as f32).collect();
         // torch: float32 sigmas * T in float32
-        self.timesteps = sigmas_f32.iter().map(|&s| (s * train_steps as f32) as f64).collect();
-        self.sigmas = sigmas_f32.into_iter().map(f64::from).chain(std::iter::once(0.0)).collect();
-        self.step_index = None;
-        self.begin_index = None;
+        let timesteps = sigmas_f32.iter().map(|&s| (s * train_steps as f32) as f64).collect();
+        self.schedule = Schedule::new(timesteps, sigmas_f32.into_iter().map(f64::from).chain(std::iter::once(0.0)).collect());
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
-    pub fn sigmas(&self) -> &[f64] {
-        &self.sigmas
-    }
-
-    pub fn step_index(&self) -> Option<usize> {
-        self.step_index
-    }
-
-    pub fn begin_index(&self) -> Option<usize> {
-        self.begin_index
-    }
-
-    /// Makes the first `step` start at schedule position `i` instead of looking its timestep up.
-    pub fn set_begin_index(&mut self, i: usize) {
-        self.begin_index = Some(i);
+    pub fn schedule_mut(&mut self) -> &mut Schedule {
+        &mut self.schedule
     }
 
     fn index_for(&self, timestep: f64) -> Result<usize> {
-        index_for_timestep(&self.timesteps, timestep).ok_or_else(|| {
+        self.schedule.find(timestep).ok_or_else(|| {
             Error::InvalidInput(format!("flow-match Euler: timestep {timestep} is not in the schedule"))
         })
     }
@@ -105,7 +85,7 @@ impl FlowMatchEulerDiscrete {
     /// One Euler step `sample + (sigma_next - sigma) * model_output`, computed in f32 and
     /// returned in `model_output`'s dtype, as diffusers casts it.
     pub fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
-        if self.timesteps.is_empty() {
+        if self.schedule.timesteps().is_empty() {
             return Err(Error::InvalidInput("flow-match Euler: set_timesteps must be called before step".into()));
         }
         if model_output.dims() != sample.dims() {
@@ -115,37 +95,28 @@ impl FlowMatchEulerDiscrete {
                 sample.dims()
             )));
         }
-        let k = match self.step_index {
-            Some(k) => k,
-            None => match self.begin_index {
-                Some(begin) => begin,
-                None => self.index_for(timestep)?,
-            },
-        };
-        let n = self.timesteps.len();
+        let k = self.schedule.step_position(|| self.index_for(timestep))?;
+        let n = self.schedule.timesteps().len();
         if k >= n {
             return Err(Error::InvalidInput(format!("flow-match Euler: step {k} is past the {n}-step schedule")));
         }
         // float32 scalar difference, as the 0-dim float32 tensors in diffusers
-        let dt = (self.sigmas[k + 1] as f32 - self.sigmas[k] as f32) as f64;
+        let sigmas = self.schedule.sigmas();
+        let dt = (sigmas[k + 1] as f32 - sigmas[k] as f32) as f64;
         let out_dtype = model_output.dtype();
         let prev = weighted_sum(&[(1.0, sample.to_dtype(DType::F32)?), (dt, model_output.to_dtype(DType::F32)?)])?;
-        self.step_index = Some(k + 1);
+        self.schedule.set_step_index(k + 1);
         Ok(prev.to_dtype(out_dtype)?)
     }
 
     /// The forward process `sigma * noise + (1 - sigma) * sample` at `timestep` (diffusers'
     /// `scale_noise`, sigma chosen like `add_noise`). Returns `sample`'s dtype.
     pub fn scale_noise(&self, sample: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        if self.timesteps.is_empty() {
+        if self.schedule.timesteps().is_empty() {
             return Err(Error::InvalidInput("flow-match Euler: set_timesteps must be called before scale_noise".into()));
         }
-        let index = match (self.begin_index, self.step_index) {
-            (None, _) => self.index_for(timestep)?,
-            (Some(_), Some(step)) => step,
-            (Some(begin), None) => begin,
-        };
-        let sigma = *self.sigmas.get(index).ok_or_else(|| {
+        let index = self.schedule.noise_position(|| self.index_for(timestep))?;
+        let sigma = *self.schedule.sigmas().get(index).ok_or_else(|| {
             Error::InvalidInput(format!("flow-match Euler scale_noise: index {index} outside the schedule"))
         })?;
         let dtype = sample.dtype();

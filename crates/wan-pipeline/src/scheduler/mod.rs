@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod flow_match_euler;
+pub mod schedule;
 pub mod tables;
 pub mod unipc;
 
@@ -17,6 +18,7 @@ use candle_core::Tensor;
 
 pub use config::{FlowMatchEulerConfig, SchedulerConfig, UniPcConfig};
 pub use flow_match_euler::FlowMatchEulerDiscrete;
+pub use schedule::Schedule;
 pub use unipc::UniPcMultistep;
 
 use crate::Result;
@@ -82,20 +84,22 @@ impl Scheduler {
         }
     }
 
+    /// The schedule and the position in it.
+    pub fn schedule(&self) -> &Schedule {
+        match self {
+            Self::UniPc(s) => s.schedule(),
+            Self::FlowMatchEuler(s) => s.schedule(),
+        }
+    }
+
     /// The timesteps as the model receives them (UniPC: integral values; Euler: float32 values).
     pub fn timesteps(&self) -> &[f64] {
-        match self {
-            Self::UniPc(s) => s.timesteps(),
-            Self::FlowMatchEuler(s) => s.timesteps(),
-        }
+        self.schedule().timesteps()
     }
 
     /// `timesteps().len() + 1` sigmas (float32 values); the last is the final sigma.
     pub fn sigmas(&self) -> &[f64] {
-        match self {
-            Self::UniPc(s) => s.sigmas(),
-            Self::FlowMatchEuler(s) => s.sigmas(),
-        }
+        self.schedule().sigmas()
     }
 
     /// The standard deviation of the initial noise (1 for flow matching).
@@ -105,18 +109,15 @@ impl Scheduler {
 
     /// The position of the next `step` in the schedule, once a step has run.
     pub fn step_index(&self) -> Option<usize> {
-        match self {
-            Self::UniPc(s) => s.step_index(),
-            Self::FlowMatchEuler(s) => s.step_index(),
-        }
+        self.schedule().step_index()
     }
 
     /// Makes the first `step` start at schedule position `i`; without it the first step looks its
     /// timestep up in the schedule (WanPipeline sets 0; the i2v / v2v pipelines do not set it).
     pub fn set_begin_index(&mut self, i: usize) {
         match self {
-            Self::UniPc(s) => s.set_begin_index(i),
-            Self::FlowMatchEuler(s) => s.set_begin_index(i),
+            Self::UniPc(s) => s.schedule_mut().set_begin_index(i),
+            Self::FlowMatchEuler(s) => s.schedule_mut().set_begin_index(i),
         }
     }
 

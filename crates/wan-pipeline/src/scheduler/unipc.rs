@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 use candle_core::{DType, Tensor};
 
 use super::config::{FinalSigmasType, SolverType, UniPcConfig};
-use super::tables::{self, as_f32, index_for_timestep, linspace, shift_sigma, stretch_to_terminal};
+use super::schedule::Schedule;
+use super::tables::{self, as_f32, linspace, shift_sigma, stretch_to_terminal};
 use super::weighted_sum;
 use crate::{Error, Result};
 
@@ -19,14 +20,29 @@ use crate::{Error, Result};
 /// stays finite in the first updates.
 const FIRST_SIGMA_EPS: f64 = 1e-6;
 
+/// The coefficients of one UniP or UniC update (see [`UniPcMultistep::update_terms`]).
+struct UpdateTerms {
+    sigma_t: f64,
+    sigma_s0: f64,
+    /// `1 - sigma_t`.
+    alpha_t: f64,
+    /// `(lambda_i - lambda_s0) / h` for each earlier prediction, then 1.
+    rks: Vec<f64>,
+    /// `h * phi_1(-h)`.
+    h_phi_1: f64,
+    /// `B(h)`.
+    b_h: f64,
+    /// The right-hand side of the order conditions.
+    b: Vec<f64>,
+}
+
 /// The UniPC sampler and its multistep state.
 #[derive(Debug, Clone)]
 pub struct UniPcMultistep {
     config: UniPcConfig,
-    /// Integral timesteps as the model receives them (diffusers: int64 `trunc(sigma * T)`).
-    timesteps: Vec<f64>,
-    /// One more sigma than timesteps, each exactly a float32 value; the last is the final sigma.
-    sigmas: Vec<f64>,
+    /// Integral timesteps as the model receives them (diffusers: int64 `trunc(sigma * T)`); one
+    /// more sigma than timesteps, each exactly a float32 value, the last the final sigma.
+    schedule: Schedule,
     num_inference_steps: Option<usize>,
     /// The last `solver_order` data predictions (x0), oldest first.
     model_outputs: VecDeque<Tensor>,
@@ -36,8 +52,6 @@ pub struct UniPcMultistep {
     last_sample: Option<Tensor>,
     /// The order of the last predictor, reused by the next corrector.
     this_order: usize,
-    step_index: Option<usize>,
-    begin_index: Option<usize>,
 }
 
 impl UniPcMultistep {
@@ -47,15 +61,12 @@ impl UniPcMultistep {
         config.check_supported()?;
         Ok(Self {
             config,
-            timesteps: Vec::new(),
-            sigmas: Vec::new(),
+            schedule: Schedule::default(),
             num_inference_steps: None,
             model_outputs: VecDeque::new(),
             lower_order_nums: 0,
             last_sample: None,
             this_order: 0,
-            step_index: None,
-            begin_index: None,
         })
     }
 
@@ -83,46 +94,31 @@ impl UniPcMultistep {
             sigmas[0] -= FIRST_SIGMA_EPS;
         }
         // float64 sigmas * T cast to int64: truncation toward zero
-        self.timesteps = sigmas.iter().map(|s| (s * train_steps).trunc()).collect();
+        let timesteps = sigmas.iter().map(|s| (s * train_steps).trunc()).collect();
         let sigma_last = match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
             FinalSigmasType::SigmaMin => sigmas[num_inference_steps - 1],
         };
         sigmas.push(sigma_last);
-        self.sigmas = sigmas.into_iter().map(as_f32).collect();
+        self.schedule = Schedule::new(timesteps, sigmas.into_iter().map(as_f32).collect());
         self.num_inference_steps = Some(num_inference_steps);
         self.model_outputs.clear();
         self.lower_order_nums = 0;
         self.last_sample = None;
-        self.step_index = None;
-        self.begin_index = None;
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
-    pub fn sigmas(&self) -> &[f64] {
-        &self.sigmas
-    }
-
-    pub fn step_index(&self) -> Option<usize> {
-        self.step_index
-    }
-
-    pub fn begin_index(&self) -> Option<usize> {
-        self.begin_index
-    }
-
-    /// Makes the first `step` start at schedule position `i` instead of looking its timestep up.
-    pub fn set_begin_index(&mut self, i: usize) {
-        self.begin_index = Some(i);
+    pub fn schedule_mut(&mut self) -> &mut Schedule {
+        &mut self.schedule
     }
 
     /// diffusers' `index_for_timestep`, falling back to the last position for an unknown timestep.
-    fn index_for(&self, timestep: f64) -> usize {
-        index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len().saturating_sub(1))
+    fn index_for(&self, timestep: f64) -> Result<usize> {
+        Ok(self.schedule.find(timestep).unwrap_or(self.schedule.timesteps().len().saturating_sub(1)))
     }
 
     /// One UniPC step: corrects the incoming `sample` with the new model output (UniC, from the
@@ -138,20 +134,17 @@ impl UniPcMultistep {
                 sample.dims()
             )));
         }
-        let k = match self.step_index {
-            Some(k) => k,
-            None => self.begin_index.unwrap_or_else(|| self.index_for(timestep)),
-        };
+        let k = self.schedule.step_position(|| self.index_for(timestep))?;
         if k >= n {
             return Err(Error::InvalidInput(format!("UniPC: step {k} is past the {n}-step schedule")));
         }
-        self.step_index = Some(k);
+        self.schedule.set_step_index(k);
         let out_dtype = sample.dtype();
         let sample = sample.to_dtype(DType::F32)?;
         let model_output = model_output.to_dtype(DType::F32)?;
 
         // flow prediction -> data prediction: x0 = x - sigma * v
-        let x0 = (&sample - (&model_output * self.sigmas[k])?)?;
+        let x0 = (&sample - (&model_output * self.schedule.sigmas()[k])?)?;
 
         let use_corrector = k > 0 && !self.config.disable_corrector.contains(&(k - 1));
         let sample = match (&self.last_sample, use_corrector) {
@@ -176,7 +169,7 @@ impl UniPcMultistep {
         if self.lower_order_nums < self.config.solver_order {
             self.lower_order_nums += 1;
         }
-        self.step_index = Some(k + 1);
+        self.schedule.set_step_index(k + 1);
         Ok(prev_sample.to_dtype(out_dtype)?)
     }
 
@@ -213,6 +206,19 @@ impl UniPcMultistep {
         (h_phi_1, b_h, b)
     }
 
+    /// The coefficients of an update from `sigmas[s0]` to `sigmas[t]` over the newest `order`
+    /// predictions (the i-th earlier one made at `sigmas[s0 - i]`), shared by UniP and UniC.
+    fn update_terms(&self, t: usize, s0: usize, order: usize) -> UpdateTerms {
+        let sigmas = self.schedule.sigmas();
+        let (sigma_t, sigma_s0) = (sigmas[t], sigmas[s0]);
+        let lambda_s0 = Self::lambda(sigma_s0);
+        let h = Self::lambda(sigma_t) - lambda_s0;
+        let mut rks: Vec<f64> = (1..order).map(|i| (Self::lambda(sigmas[s0 - i]) - lambda_s0) / h).collect();
+        rks.push(1.0);
+        let (h_phi_1, b_h, b) = self.bh_terms(h, order);
+        UpdateTerms { sigma_t, sigma_s0, alpha_t: 1.0 - sigma_t, rks, h_phi_1, b_h, b }
+    }
+
     /// The Vandermonde-like matrix `R[i][j] = rks[j]^i` of the order conditions.
     fn order_matrix(rks: &[f64], size: usize) -> Vec<Vec<f64>> {
         (0..size).map(|i| rks[..size].iter().map(|r| r.powi(i as i32)).collect()).collect()
@@ -221,18 +227,8 @@ impl UniPcMultistep {
     /// UniP: from `x` at `sigmas[k]` to `sigmas[k + 1]` with the newest `this_order` predictions.
     fn predictor_update(&self, x: &Tensor, k: usize) -> Result<Tensor> {
         let order = self.this_order;
-        let (sigma_t, sigma_s0) = (self.sigmas[k + 1], self.sigmas[k]);
-        let alpha_t = 1.0 - sigma_t;
-        let lambda_s0 = Self::lambda(sigma_s0);
-        let h = Self::lambda(sigma_t) - lambda_s0;
+        let UpdateTerms { sigma_t, sigma_s0, alpha_t, rks, h_phi_1, b_h, b } = self.update_terms(k + 1, k, order);
         let m0 = self.past_output(0)?;
-
-        let mut rks = Vec::with_capacity(order);
-        for i in 1..order {
-            rks.push((Self::lambda(self.sigmas[k - i]) - lambda_s0) / h);
-        }
-        rks.push(1.0);
-        let (h_phi_1, b_h, b) = self.bh_terms(h, order);
         let rhos: Vec<f64> = match order {
             1 => Vec::new(),
             2 => vec![0.5],
@@ -257,18 +253,8 @@ impl UniPcMultistep {
     /// `sigmas[k]`, using the new data prediction `model_t` (made at `sigmas[k]`).
     fn corrector_update(&self, model_t: &Tensor, last_sample: &Tensor, k: usize) -> Result<Tensor> {
         let order = self.this_order;
-        let (sigma_t, sigma_s0) = (self.sigmas[k], self.sigmas[k - 1]);
-        let alpha_t = 1.0 - sigma_t;
-        let lambda_s0 = Self::lambda(sigma_s0);
-        let h = Self::lambda(sigma_t) - lambda_s0;
+        let UpdateTerms { sigma_t, sigma_s0, alpha_t, rks, h_phi_1, b_h, b } = self.update_terms(k, k - 1, order);
         let m0 = self.past_output(0)?;
-
-        let mut rks = Vec::with_capacity(order);
-        for i in 1..order {
-            rks.push((Self::lambda(self.sigmas[k - (i + 1)]) - lambda_s0) / h);
-        }
-        rks.push(1.0);
-        let (h_phi_1, b_h, b) = self.bh_terms(h, order);
         let rhos: Vec<f64> = if order == 1 {
             vec![0.5]
         } else {
@@ -299,13 +285,10 @@ impl UniPcMultistep {
         if self.num_inference_steps.is_none() {
             return Err(Error::InvalidInput("UniPC: set_timesteps must be called before add_noise".into()));
         }
-        let index = match (self.begin_index, self.step_index) {
-            (None, _) => self.index_for(timestep),
-            (Some(_), Some(step)) => step,
-            (Some(begin), None) => begin,
-        };
+        let index = self.schedule.noise_position(|| self.index_for(timestep))?;
         let sigma = *self
-            .sigmas
+            .schedule
+            .sigmas()
             .get(index)
             .ok_or_else(|| Error::InvalidInput(format!("UniPC add_noise: index {index} outside the schedule")))?;
         let dtype = original.dtype();
