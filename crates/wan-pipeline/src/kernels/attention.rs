@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedBuf;
 use super::avx512::{has_f32_kernel, tile_f32, TileOut, MR, NR};
-use super::elem::Elem;
+use super::elem::{contiguous, Elem};
 use super::softmax::softmax_columns;
 
 /// Queries per task: three column panels, eight row strips (the least common multiple of
@@ -227,13 +227,6 @@ struct AttentionOp {
     kv_budget: usize,
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("attention: {what} must be contiguous"),
-    }
-}
-
 impl AttentionOp {
     fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> candle_core::Result<Dims> {
         let (&[batch, q_len, width], &[kb, kv_len, kw]) = (q.dims(), k.dims()) else {
@@ -275,13 +268,13 @@ impl CustomOp3 for AttentionOp {
         let dims = self.dims(l1, l2, l3)?;
         let storage = match (s1, s2, s3) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(self.run(contiguous(q, l1, "q")?, contiguous(k, l2, "k")?, contiguous(v, l3, "v")?, dims))
+                CpuStorage::F32(self.run(contiguous(q, l1)?, contiguous(k, l2)?, contiguous(v, l3)?, dims))
             }
             (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(self.run::<bf16>(contiguous(q, l1, "q")?, contiguous(k, l2, "k")?, contiguous(v, l3, "v")?, dims))
+                CpuStorage::BF16(self.run::<bf16>(contiguous(q, l1)?, contiguous(k, l2)?, contiguous(v, l3)?, dims))
             }
             (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(self.run::<f16>(contiguous(q, l1, "q")?, contiguous(k, l2, "k")?, contiguous(v, l3, "v")?, dims))
+                CpuStorage::F16(self.run::<f16>(contiguous(q, l1)?, contiguous(k, l2)?, contiguous(v, l3)?, dims))
             }
             _ => candle_core::bail!("attention: q, k and v must share one float dtype"),
         };

@@ -1,5 +1,6 @@
 //! The float element types the CPU kernels read and write, each computed in f32.
 
+use candle_core::Layout;
 use half::{bf16, f16};
 
 /// A float element read as f32 and written back rounded to nearest (even).
@@ -38,5 +39,14 @@ impl Elem for f16 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
+    }
+}
+
+/// The elements a contiguous `layout` addresses in a CPU storage's `data`; an error for a strided
+/// layout (the kernels' callers make their inputs contiguous first).
+pub fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("CPU kernel input must be contiguous, got strides {:?}", layout.stride()),
     }
 }

@@ -12,15 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::layers::layer_norm_f32;
-use crate::kernels::{gelu_tanh, Elem};
+use crate::kernels::{contiguous, gelu_tanh, Elem};
 use crate::Result;
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused kernel input must be contiguous"),
-    }
-}
 
 /// Whether the CPU kernels apply: tensors on the CPU, contiguous, of a float dtype they handle.
 fn cpu_ready(tensors: &[&Tensor]) -> bool {

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::layers::RmsNorm;
 use super::rope::RopeTables;
-use crate::kernels::Elem;
+use crate::kernels::{contiguous, Elem};
 use crate::Result;
 
 /// The fused op; x (B, L, H * D) and the norm's weight (H * D) are its inputs.
@@ -50,13 +50,6 @@ impl NormRope<'_> {
             }
         });
         out
-    }
-}
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("q/k norm: inputs must be contiguous"),
     }
 }
 
