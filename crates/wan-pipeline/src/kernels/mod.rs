@@ -21,7 +21,7 @@ mod packed_weight;
 mod softmax;
 
 pub use attention::attention;
-pub use elem::{contiguous, Elem};
+pub use elem::{contiguous, sum_f64, Elem};
 pub use gelu::{gelu_tanh, gelu_tanh_in_place};
 pub use gemm::Epilogue;
 pub use linear_op::{packed_linear, packed_linear_with};

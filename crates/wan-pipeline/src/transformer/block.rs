@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::attention::{CrossKv, WanAttention};
 use super::config::WanTransformerConfig;
-use super::fused::{gated_residual, norm_affine};
+use super::fused::{gated_residual, norm_affine, residual_add};
 use super::layers::{Activation, FeedForward, Fp32LayerNorm};
 use super::rope::RopeTables;
 use crate::Result;
@@ -74,7 +74,7 @@ impl WanTransformerBlock {
             Some(norm) => norm.forward_fused(&x)?,
             None => x.clone(),
         };
-        let x = (&x + self.attn2.cross_attention(&normed, cross_kv)?)?;
+        let x = residual_add(&x, &self.attn2.cross_attention(&normed, cross_kv)?)?;
 
         // 3. Feed-forward on the modulated f32 norm; gated residual in f32.
         let normed = norm_affine(&x, &(&m.c_scale + 1.0)?, &m.c_shift, self.eps)?;

@@ -12,8 +12,20 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::layers::layer_norm_f32;
-use crate::kernels::{contiguous, gelu_tanh, Elem};
+use crate::kernels::{contiguous, gelu_tanh, sum_f64, Elem};
 use crate::Result;
+
+/// Whether the row loops can run 16 lanes wide (checked once per call, not per row).
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether the CPU kernels apply: tensors on the CPU, contiguous, of a float dtype they handle.
 fn cpu_ready(tensors: &[&Tensor]) -> bool {
@@ -33,22 +45,44 @@ impl NormAffine {
     fn run<T: Elem>(&self, x: &[T], mul: &[f32], add: &[f32], dim: usize) -> Vec<T> {
         let mut out = vec![T::from_f32(0.0); x.len()];
         let groups = mul.len() / dim;
+        let wide = has_avx512();
         out.par_chunks_mut(dim).zip(x.par_chunks(dim)).enumerate().for_each(|(row, (o, x))| {
             let g = (row / self.rows_per_group).min(groups - 1);
             let (m, a) = (&mul[g * dim..(g + 1) * dim], &add[g * dim..(g + 1) * dim]);
-            // Two passes in f64 (mean, then variance of the centred values), as accurate as
-            // PyTorch's kernel.
-            let mean = x.iter().map(|v| v.to_f32() as f64).sum::<f64>() / dim as f64;
-            let var = x.iter().map(|v| (v.to_f32() as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
-            let inv_std = (1.0 / (var + self.eps).sqrt()) as f32;
-            let mean = mean as f32;
-            for i in 0..dim {
-                let normed = (x[i].to_f32() - mean) * inv_std;
-                o[i] = T::from_f32(normed * m[i] + a[i]);
+            if wide {
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    norm_affine_row_avx512(o, x, m, a, self.eps);
+                    return;
+                }
             }
+            norm_affine_row(o, x, m, a, self.eps)
         });
         out
     }
+}
+
+/// One row: two passes in f64 (the mean, then the variance of the centred values), as accurate
+/// as PyTorch's kernel, then `(x - mean) / std * m + a` in f32.
+#[inline(always)]
+fn norm_affine_row<T: Elem>(o: &mut [T], x: &[T], m: &[f32], a: &[f32], eps: f64) {
+    let n = x.len() as f64;
+    let mean = sum_f64(x, f64::from) / n;
+    let var = sum_f64(x, |v| (f64::from(v) - mean).powi(2)) / n;
+    let inv_std = (1.0 / (var + eps).sqrt()) as f32;
+    let mean = mean as f32;
+    for (((o, x), m), a) in o.iter_mut().zip(x).zip(m).zip(a) {
+        let normed = (x.to_f32() - mean) * inv_std;
+        *o = T::from_f32(normed * m + a);
+    }
+}
+
+/// [`norm_affine_row`] compiled for AVX-512F, so its loops run 16 lanes wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn norm_affine_row_avx512<T: Elem>(o: &mut [T], x: &[T], m: &[f32], a: &[f32], eps: f64) {
+    norm_affine_row(o, x, m, a, eps)
 }
 
 impl CustomOp3 for NormAffine {
@@ -109,15 +143,36 @@ impl GatedResidual {
     fn run<T: Elem>(&self, x: &[T], u: &[T], gate: &[f32], dim: usize) -> Vec<T> {
         let mut out = vec![T::from_f32(0.0); x.len()];
         let groups = gate.len() / dim;
+        let wide = has_avx512();
         out.par_chunks_mut(dim).zip(x.par_chunks(dim).zip(u.par_chunks(dim))).enumerate().for_each(|(row, (o, (x, u)))| {
             let g = (row / self.rows_per_group).min(groups - 1);
             let gate = &gate[g * dim..(g + 1) * dim];
-            for i in 0..dim {
-                o[i] = T::from_f32(x[i].to_f32() + u[i].to_f32() * gate[i]);
+            if wide {
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    gated_row_avx512(o, x, u, gate);
+                    return;
+                }
             }
+            gated_row(o, x, u, gate)
         });
         out
     }
+}
+
+#[inline(always)]
+fn gated_row<T: Elem>(o: &mut [T], x: &[T], u: &[T], gate: &[f32]) {
+    for (((o, x), u), g) in o.iter_mut().zip(x).zip(u).zip(gate) {
+        *o = T::from_f32(x.to_f32() + u.to_f32() * g);
+    }
+}
+
+/// [`gated_row`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gated_row_avx512<T: Elem>(o: &mut [T], x: &[T], u: &[T], gate: &[f32]) {
+    gated_row(o, x, u, gate)
 }
 
 impl CustomOp3 for GatedResidual {
@@ -148,6 +203,18 @@ impl CustomOp3 for GatedResidual {
         };
         Ok((storage, l1.shape().clone()))
     }
+}
+
+/// `x + u` for x, u (B, L, D) of one dtype: the sum in f32 rounded once, as PyTorch adds two
+/// half-precision tensors; multi-threaded on the CPU (candle's add is one single-threaded pass).
+pub fn residual_add(x: &Tensor, u: &Tensor) -> Result<Tensor> {
+    let (b, _, d) = x.dims3()?;
+    if cpu_ready(&[x, u]) && x.dtype() == u.dtype() {
+        // A gate of ones: x + u * 1 is x + u exactly, in f32.
+        let ones = Tensor::ones((b, 1, d), DType::F32, x.device())?;
+        return gated_residual(x, u, &ones);
+    }
+    Ok((x + u)?)
 }
 
 /// `(x.float() + u.float() * gate).type_as(x)` for x, u (B, L, D) and gate (B, 1, D) f32.

@@ -14,9 +14,10 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::fused::has_avx512;
 use super::layers::RmsNorm;
 use super::rope::RopeTables;
-use crate::kernels::{contiguous, Elem};
+use crate::kernels::{contiguous, sum_f64, Elem};
 use crate::Result;
 
 /// The fused op; x (B, L, H * D) and the norm's weight (H * D) are its inputs.
@@ -32,25 +33,47 @@ impl NormRope<'_> {
         let width = weight.len();
         let half = width / self.heads / 2;
         let mut out = vec![T::from_f32(0.0); x.len()];
+        let wide = has_avx512();
         out.par_chunks_mut(width).zip(x.par_chunks(width)).enumerate().for_each(|(row, (o, x))| {
-            let sum_sq: f64 = x.iter().map(|v| f64::from(v.to_f32()).powi(2)).sum();
-            let inv_rms = 1.0 / ((sum_sq / width as f64) as f32 + self.eps).sqrt();
-            for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
-                *o = T::from_f32(x.to_f32() * inv_rms * w.to_f32());
-            }
-            let Some((cos, sin)) = self.rope else { return };
             let token = row % tokens;
-            let (cos, sin) = (&cos[token * half..(token + 1) * half], &sin[token * half..(token + 1) * half]);
-            for head in o.chunks_exact_mut(2 * half) {
-                for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
-                    let (x1, x2) = (pair[0].to_f32(), pair[1].to_f32());
-                    pair[0] = T::from_f32(x1 * c - x2 * s);
-                    pair[1] = T::from_f32(x1 * s + x2 * c);
+            let rope = self.rope.map(|(cos, sin)| (&cos[token * half..(token + 1) * half], &sin[token * half..(token + 1) * half]));
+            if wide {
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    norm_rope_row_avx512(o, x, weight, self.eps, rope);
+                    return;
                 }
             }
+            norm_rope_row(o, x, weight, self.eps, rope)
         });
         out
     }
+}
+
+/// One token's row: the norm, then each head's pairs rotated by `rope` (this token's cos, sin).
+#[inline(always)]
+fn norm_rope_row<T: Elem>(o: &mut [T], x: &[T], weight: &[T], eps: f32, rope: Option<(&[f32], &[f32])>) {
+    let mean_sq = (sum_f64(x, |v| f64::from(v) * f64::from(v)) / x.len() as f64) as f32;
+    let inv_rms = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+        *o = T::from_f32(x.to_f32() * inv_rms * w.to_f32());
+    }
+    let Some((cos, sin)) = rope else { return };
+    for head in o.chunks_exact_mut(2 * cos.len()) {
+        for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
+            let (x1, x2) = (pair[0].to_f32(), pair[1].to_f32());
+            pair[0] = T::from_f32(x1 * c - x2 * s);
+            pair[1] = T::from_f32(x1 * s + x2 * c);
+        }
+    }
+}
+
+/// [`norm_rope_row`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn norm_rope_row_avx512<T: Elem>(o: &mut [T], x: &[T], weight: &[T], eps: f32, rope: Option<(&[f32], &[f32])>) {
+    norm_rope_row(o, x, weight, eps, rope)
 }
 
 impl CustomOp2 for NormRope<'_> {
