@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedBuf;
 use super::avx512::{TileOut, MR, NR};
+use super::elem::Elem;
 use super::gelu::gelu_tanh_in_place;
 use super::packed_weight::{PackedFormat, PackedWeight};
 
@@ -94,60 +95,73 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilo
     });
 }
 
-/// Packs rows `m0..m0 + m_rows` into `MR`-row strips (zero-padded) in the weight's format. Each
-/// strip is written front to back (k outer, rows inner), reading its rows as `MR` sequential
-/// streams.
+/// Packs rows `m0..m0 + m_rows` into `MR`-row strips (zero-padded) in the weight's format, one
+/// strip per task. Each row is read front to back and scattered into its lane of the strip (a
+/// strip, `MR * k` values, stays in L1 while it is written).
 fn pack_activations(w: &PackedWeight, x: Activations<'_>, m0: usize, m_rows: usize, buf: &mut AlignedBuf) {
     let k = w.in_dim;
     let strips = m_rows.div_ceil(MR);
-    let ks = w.k_steps();
+    let strip_len = w.k_steps() * MR;
+    buf.reserve_bytes(strips * strip_len * 4);
     match w.format {
         PackedFormat::F32 => {
-            let strip_len = ks * MR;
-            buf.reserve_bytes(strips * strip_len * 4);
             buf.as_f32_mut()[..strips * strip_len].par_chunks_mut(strip_len).enumerate().for_each(|(s, strip)| {
                 let rows = MR.min(m_rows - s * MR);
                 let first = (m0 + s * MR) * k;
-                for (kk, step) in strip.chunks_exact_mut(MR).enumerate() {
-                    for (i, slot) in step.iter_mut().enumerate() {
-                        *slot = if i < rows {
-                            match x {
-                                Activations::F32(v) => v[first + i * k + kk],
-                                Activations::Bf16(v) => v[first + i * k + kk].to_f32(),
-                            }
-                        } else {
-                            0.0
-                        };
-                    }
+                match x {
+                    Activations::F32(v) => pack_strip_f32(&v[first..first + rows * k], k, strip, |a| a),
+                    Activations::Bf16(v) => pack_strip_f32(&v[first..first + rows * k], k, strip, bf16::to_f32),
                 }
             });
         }
         PackedFormat::Bf16 => {
-            // One u32 per (row, pair of k): the row's k = 2p in the low half, 2p + 1 in the high
-            // half (zero past the end of an odd k), as `vdpbf16ps` pairs them.
-            let strip_len = ks * MR;
-            buf.reserve_bytes(strips * strip_len * 4);
-            let bits = |i: usize| -> u32 {
-                match x {
-                    Activations::Bf16(v) => u32::from(v[i].to_bits()),
-                    Activations::F32(v) => u32::from(bf16::from_f32(v[i]).to_bits()),
-                }
-            };
             buf.as_u32_mut()[..strips * strip_len].par_chunks_mut(strip_len).enumerate().for_each(|(s, strip)| {
                 let rows = MR.min(m_rows - s * MR);
                 let first = (m0 + s * MR) * k;
-                for (p, step) in strip.chunks_exact_mut(MR).enumerate() {
-                    for (i, slot) in step.iter_mut().enumerate() {
-                        *slot = if i >= rows {
-                            0
-                        } else {
-                            let at = first + i * k + 2 * p;
-                            let high = if 2 * p + 1 < k { bits(at + 1) << 16 } else { 0 };
-                            bits(at) | high
-                        };
-                    }
+                match x {
+                    Activations::Bf16(v) => pack_strip_pairs(&v[first..first + rows * k], k, strip, |a| u32::from(a.to_bits())),
+                    Activations::F32(v) => pack_strip_pairs(&v[first..first + rows * k], k, strip, |a| u32::from(bf16::from_f32(a).to_bits())),
                 }
             });
+        }
+    }
+}
+
+/// One f32 strip: `strip[kk * MR + i]` = row i's k-th value; lanes past the rows are zero.
+#[inline(always)]
+fn pack_strip_f32<T: Copy>(rows: &[T], k: usize, strip: &mut [f32], value: impl Fn(T) -> f32) {
+    let n = rows.len() / k.max(1);
+    for i in 0..MR {
+        if i < n {
+            for (kk, &a) in rows[i * k..(i + 1) * k].iter().enumerate() {
+                strip[kk * MR + i] = value(a);
+            }
+        } else {
+            strip.iter_mut().skip(i).step_by(MR).for_each(|v| *v = 0.0);
+        }
+    }
+}
+
+/// One bf16 strip: one u32 per (row, pair of k), the row's k = 2p in the low half and 2p + 1 in
+/// the high half (zero past the end of an odd k), as `vdpbf16ps` pairs them; lanes past the rows
+/// are zero.
+#[inline(always)]
+fn pack_strip_pairs<T: Copy>(rows: &[T], k: usize, strip: &mut [u32], bits: impl Fn(T) -> u32) {
+    let n = rows.len() / k.max(1);
+    for i in 0..MR {
+        if i < n {
+            let row = &rows[i * k..(i + 1) * k];
+            let pairs = row.chunks_exact(2);
+            let odd = pairs.remainder().first().copied();
+            let full = k / 2;
+            for (p, pair) in pairs.enumerate() {
+                strip[p * MR + i] = bits(pair[0]) | bits(pair[1]) << 16;
+            }
+            if let Some(last) = odd {
+                strip[full * MR + i] = bits(last);
+            }
+        } else {
+            strip.iter_mut().skip(i).step_by(MR).for_each(|v| *v = 0);
         }
     }
 }
@@ -194,7 +208,7 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ep
                                     OutPtr::F32(o) => std::ptr::copy_nonoverlapping(src.as_ptr(), o.add(at + i * n), cols),
                                     OutPtr::Bf16(o) => {
                                         for (j, &v) in src.iter().enumerate() {
-                                            o.add(at + i * n + j).write(bf16::from_f32(v));
+                                            o.add(at + i * n + j).write(<bf16 as Elem>::from_f32(v));
                                         }
                                     }
                                 }
