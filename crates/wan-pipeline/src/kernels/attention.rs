@@ -181,6 +181,10 @@ unsafe fn attend_block<T: Elem>(
 
 /// The whole attention into `out` (every element written).
 fn attend<T: Elem>(q: &[T], k: &[T], v: &[T], key_bias: Option<&[f32]>, dims: Dims, kv_budget: usize, out: &mut [MaybeUninit<T>]) {
+    if out.is_empty() {
+        // No query or no feature: nothing to compute (and no head to size a buffer by).
+        return;
+    }
     let out_ptr = OutPtr(out.as_mut_ptr().cast::<T>());
     if dims.kv_len == 0 {
         // No key to attend to: a zero output rather than the 0/0 of an empty softmax.
@@ -392,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_shapes_are_errors() {
+    fn bad_shapes_are_errors_and_empty_inputs_are_not() {
         if !has_f32_kernel() {
             return;
         }
@@ -401,6 +405,11 @@ mod tests {
         let k = Tensor::zeros((1, 5, 12), DType::F32, &dev).unwrap();
         assert!(attention(&q, &k, &k, 5, None).is_err(), "12 columns do not split into 5 heads");
         assert!(attention(&q, &k, &k.narrow(1, 0, 4).unwrap(), 2, None).is_err(), "v must match k");
+        // Empty inputs are empty or zero outputs, not a division by zero.
+        let none = Tensor::zeros((1, 0, 12), DType::F32, &dev).unwrap();
+        assert_eq!(attention(&none, &k, &k, 2, None).unwrap().unwrap().dims(), &[1, 0, 12]);
+        let got = attention(&q, &none, &none, 2, None).unwrap().unwrap();
+        assert_eq!(got.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         let bias = Tensor::zeros(3, DType::F32, &dev).unwrap();
         assert!(attention(&q, &k, &k, 2, Some(&bias)).is_err(), "one bias per key");
         let k16 = k.to_dtype(DType::BF16).unwrap();
