@@ -1,5 +1,6 @@
-//! The DiT's linear products at the 1.3B model's sizes: candle's matmul against the packed
-//! AVX-512 kernels of `wan_pipeline::kernels`, in one run: `cargo bench --bench gemm`.
+//! The DiT's linear products at the 1.3B model's sizes (and UMT5-XXL's), and its attention:
+//! candle's ops against the AVX-512 kernels of `wan_pipeline::kernels`, in one run:
+//! `cargo bench --bench gemm`.
 //!
 //! Prints GFLOP/s (median of `WAN_BENCH_RUNS`, default 7, after a warm-up) for each shape:
 //! candle f32, packed f32, candle bf16 as the DiT ran it before the packed kernel (weight and
@@ -26,8 +27,18 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs = std::env::var("WAN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let dev = Device::Cpu;
-    // (rows, out, in): self-attention q/k/v/out, FFN up, FFN down, text embedder, cross-attn k/v.
-    let shapes = [(320, 1536, 1536), (320, 8960, 1536), (320, 1536, 8960), (512, 1536, 4096), (512, 1536, 1536)];
+    // (rows, out, in): the DiT's self-attention q/k/v/out, FFN up, FFN down, text embedder,
+    // cross-attn k/v; then UMT5-XXL's attention projections and gated-GELU FFN on 512 tokens.
+    let shapes = [
+        (320, 1536, 1536),
+        (320, 8960, 1536),
+        (320, 1536, 8960),
+        (512, 1536, 4096),
+        (512, 1536, 1536),
+        (512, 4096, 4096),
+        (512, 10240, 4096),
+        (512, 4096, 10240),
+    ];
     println!("{:>18} {:>11} {:>11} {:>7} {:>11} {:>11} {:>7}", "rows x out x in", "candle f32", "packed f32", "ratio", "candle bf16", "packed bf16", "ratio");
     for (m, n, k) in shapes {
         let flops = 2.0 * (m * n * k) as f64;

@@ -11,6 +11,7 @@ pub mod text_encoder;
 pub mod image_encoder;
 pub mod scheduler;
 pub mod kernels;
+pub mod linear;
 pub mod transformer;
 pub mod vae;
 pub mod pipeline;

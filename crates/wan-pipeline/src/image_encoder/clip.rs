@@ -9,9 +9,10 @@
 use std::ops::Range;
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, LayerNormConfig, VarBuilder};
 use serde::Deserialize;
 
+use crate::linear::{linear, Linear};
 use crate::{Error, Result};
 
 /// The MLP activation, by its transformers name (`hidden_act`).

@@ -19,6 +19,7 @@ mod gemm;
 mod linear_op;
 mod packed_weight;
 mod softmax;
+mod widen;
 
 pub use attention::attention;
 pub use elem::{contiguous, sum_f64, Elem};
@@ -26,6 +27,7 @@ pub use gelu::{gelu_tanh, gelu_tanh_in_place};
 pub use gemm::Epilogue;
 pub use linear_op::{packed_linear, packed_linear_with};
 pub use packed_weight::{PackedFormat, PackedWeight};
+pub use widen::to_f32;
 
 #[cfg(test)]
 mod tests;

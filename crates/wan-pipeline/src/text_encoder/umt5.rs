@@ -6,8 +6,9 @@
 //! (tanh form) feed-forward; pre-norm residual blocks and a final layer norm.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
+use crate::linear::{linear_no_bias, Linear};
 use crate::Result;
 
 fn default_relative_attention_num_buckets() -> usize {
@@ -80,10 +81,10 @@ impl Umt5Attention {
     fn new(cfg: &Umt5Config, vb: VarBuilder) -> Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         Ok(Self {
-            q: candle_nn::linear_no_bias(cfg.d_model, inner, vb.pp("q"))?,
-            k: candle_nn::linear_no_bias(cfg.d_model, inner, vb.pp("k"))?,
-            v: candle_nn::linear_no_bias(cfg.d_model, inner, vb.pp("v"))?,
-            o: candle_nn::linear_no_bias(inner, cfg.d_model, vb.pp("o"))?,
+            q: linear_no_bias(cfg.d_model, inner, vb.pp("q"))?,
+            k: linear_no_bias(cfg.d_model, inner, vb.pp("k"))?,
+            v: linear_no_bias(cfg.d_model, inner, vb.pp("v"))?,
+            o: linear_no_bias(inner, cfg.d_model, vb.pp("o"))?,
             relative_attention_bias: candle_nn::embedding(
                 cfg.relative_attention_num_buckets,
                 cfg.num_heads,
@@ -133,9 +134,9 @@ struct GatedGeluDense {
 impl GatedGeluDense {
     fn new(cfg: &Umt5Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            wi_0: candle_nn::linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_0"))?,
-            wi_1: candle_nn::linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_1"))?,
-            wo: candle_nn::linear_no_bias(cfg.d_ff, cfg.d_model, vb.pp("wo"))?,
+            wi_0: linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_0"))?,
+            wi_1: linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_1"))?,
+            wo: linear_no_bias(cfg.d_ff, cfg.d_model, vb.pp("wo"))?,
         })
     }
 

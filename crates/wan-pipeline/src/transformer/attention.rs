@@ -7,7 +7,8 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
-use super::layers::{linear, Linear, RmsNorm};
+use super::layers::RmsNorm;
+use crate::linear::{linear, Linear};
 use super::qk_norm::norm_rope;
 use super::rope::RopeTables;
 use crate::Result;
@@ -49,7 +50,7 @@ pub fn chunked_attention_with_budget(
         // candle's CPU matmul has no fast half-precision kernel and each of its half-precision
         // elementwise ops is one single-threaded pass, while the widening here is multi-threaded.
         // The scores are at least as exact as PyTorch's, whose CPU kernels accumulate in f32.
-        let widen = |t: &Tensor| super::fused::to_f32(&t.contiguous()?);
+        let widen = |t: &Tensor| crate::kernels::to_f32(&t.contiguous()?);
         let out = chunked_attention_with_budget(&widen(q)?, &widen(k)?, &widen(v)?, key_bias, budget)?;
         return Ok(out.to_dtype(dtype)?);
     }

@@ -4,7 +4,8 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
-use super::layers::{linear, Activation, FeedForward, Fp32LayerNorm, Linear};
+use super::layers::{Activation, FeedForward, Fp32LayerNorm};
+use crate::linear::{linear, Linear};
 use crate::{Error, Result};
 
 /// The latent grid after patching: frames, rows and columns of patches.

@@ -10,7 +10,7 @@ use super::block::WanTransformerBlock;
 use super::config::WanTransformerConfig;
 use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
 use super::fused::norm_affine;
-use super::layers::{linear, Linear};
+use crate::linear::{linear, Linear};
 use super::rope::RotaryEmbedding;
 use super::weights;
 use crate::{Error, Result};
