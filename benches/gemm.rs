@@ -75,14 +75,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The DiT's attention at the 1.3B model's sizes (12 heads of 128; 320 tokens; self-attention and
-/// cross-attention to the 25 kept text keys): candle's ops on the split heads, as the DiT ran
-/// before the kernel (widened to f32, split, chunked attention, merged), against the kernel.
+/// cross-attention to the 25 kept text keys; and 4096 tokens, to see how it scales): candle's ops
+/// on the split heads, as the DiT ran before the kernel (widened to f32, split, chunked
+/// attention, merged), against the kernel.
 fn attention(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     use wan_pipeline::transformer::attention::chunked_attention;
     let dev = Device::Cpu;
     let heads = 12;
     println!("\n{:>18} {:>6} {:>11} {:>11} {:>7}", "q x k x heads*dim", "dtype", "candle ms", "kernel ms", "ratio");
-    for (lq, lk) in [(320, 320), (320, 25)] {
+    for (lq, lk) in [(320, 320), (320, 25), (4096, 4096)] {
         for dtype in [DType::F32, DType::BF16] {
             let q = Tensor::randn(0f32, 1.0, (1, lq, 1536), &dev)?.to_dtype(dtype)?;
             let k = Tensor::randn(0f32, 1.0, (1, lk, 1536), &dev)?.to_dtype(dtype)?;
