@@ -87,13 +87,27 @@ fn progress_values(job: &Job) -> [Value; 12] {
     ]
 }
 
-/// Inserts a job: the id, the [`PROGRESS_COLUMNS`], then what never changes.
+/// The columns set once, when a job is admitted, bound from [`fixed_values`] in this order.
+const FIXED_COLUMNS: [&str; 5] = ["params", "seed", "priority", "user_id", "created_at"];
+
+/// The values of [`FIXED_COLUMNS`] for `job`, whose params are given as their JSON.
+fn fixed_values(job: &Job, params_json: String) -> [Value; 5] {
+    [
+        params_json.into(),
+        (job.seed as i64).into(),
+        job.params.priority.as_str().to_owned().into(),
+        job.params.user_id.clone().into(),
+        job.created_at.millis().into(),
+    ]
+}
+
+/// Inserts a job: the id, the [`PROGRESS_COLUMNS`], then the [`FIXED_COLUMNS`].
 static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
-    let n = PROGRESS_COLUMNS.len();
-    let slots: Vec<String> = (1..=n + 6).map(|i| format!("?{i}")).collect();
+    let slots: Vec<String> = (1..=1 + PROGRESS_COLUMNS.len() + FIXED_COLUMNS.len()).map(|i| format!("?{i}")).collect();
     format!(
-        "INSERT INTO jobs (id, {}, params, seed, priority, user_id, created_at) VALUES ({})",
+        "INSERT INTO jobs (id, {}, {}) VALUES ({})",
         PROGRESS_COLUMNS.join(", "),
+        FIXED_COLUMNS.join(", "),
         slots.join(", ")
     )
 });
@@ -186,16 +200,9 @@ impl JobStore for SqliteStore {
             let mut seqs = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let params = serde_json::to_string(&job.params)?;
-                let fixed: [Value; 5] = [
-                    params.into(),
-                    (job.seed as i64).into(),
-                    job.params.priority.as_str().to_owned().into(),
-                    job.params.user_id.clone().into(),
-                    job.created_at.millis().into(),
-                ];
                 let id = Value::from(job.job_id.as_str().to_owned());
-                tx.prepare_cached(&INSERT_JOB)?
-                    .execute(params_from_iter(std::iter::once(id).chain(progress_values(job)).chain(fixed)))?;
+                let values = std::iter::once(id).chain(progress_values(job)).chain(fixed_values(job, params));
+                tx.prepare_cached(&INSERT_JOB)?.execute(params_from_iter(values))?;
                 seqs.push(tx.last_insert_rowid());
                 record_change(&tx, job)?;
             }

@@ -8,7 +8,10 @@
 //! streams it; the activations are repacked per call (a small copy next to the product). The f32
 //! kernel uses AVX-512F FMAs, the bf16 one the AVX-512 BF16 dot products (`vdpbf16ps`, two
 //! products per f32 lane, accumulated in f32). Where the CPU lacks them, callers keep candle's
-//! path: [`PackedWeight::pack`] returns `None`.
+//! path: [`PackedWeight::pack`] returns `None`, [`attention`] returns `None`.
+//!
+//! Beside them: the element conversions and row sums the DiT's fused row kernels share
+//! ([`Elem`], [`sum_f64`]) and a multi-threaded widening to f32 for candle's fallback paths.
 
 mod aligned;
 mod attention;

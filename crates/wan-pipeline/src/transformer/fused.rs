@@ -317,6 +317,11 @@ mod tests {
 
         let want = (&x + u.broadcast_mul(&mul).unwrap()).unwrap();
         assert!(max_diff(&gated_residual(&x, &u, &mul).unwrap(), &want) < 1e-5);
+        // The residual add rounds once, as candle's (and PyTorch's) add of two bf16 tensors.
+        for dtype in [DType::F32, DType::BF16] {
+            let (xd, ud) = (x.to_dtype(dtype).unwrap(), u.to_dtype(dtype).unwrap());
+            assert_eq!(max_diff(&residual_add(&xd, &ud).unwrap(), &(&xd + &ud).unwrap()), 0.0, "{dtype:?} residual add");
+        }
         assert!(max_diff(&gelu(&u).unwrap(), &u.gelu().unwrap()) < 1e-6);
 
         let wide = Tensor::arange(-2000i64, 2000, &dev).unwrap().to_dtype(DType::F32).unwrap().affine(0.01, 0.0).unwrap();

@@ -31,6 +31,9 @@ struct NormRope<'a> {
 impl NormRope<'_> {
     fn run<T: Elem>(&self, x: &[T], weight: &[T], tokens: usize) -> Vec<T> {
         let width = weight.len();
+        if width == 0 || tokens == 0 {
+            return x.to_vec();
+        }
         let half = width / self.heads / 2;
         let mut out = vec![T::from_f32(0.0); x.len()];
         let wide = has_avx512();
