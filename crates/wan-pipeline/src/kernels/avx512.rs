@@ -25,8 +25,9 @@ pub struct TileOut {
     pub bias: *const f32,
 }
 
-/// Whether this CPU runs [`tile_f32`].
-pub fn has_f32_kernel() -> bool {
+/// Whether this CPU has AVX-512F: what [`tile_f32`] needs, and what every loop compiled for
+/// `avx512f` in this crate checks before it runs.
+pub fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -37,11 +38,16 @@ pub fn has_f32_kernel() -> bool {
     }
 }
 
+/// Whether this CPU runs [`tile_f32`].
+pub fn has_f32_kernel() -> bool {
+    has_avx512f()
+}
+
 /// Whether this CPU runs [`tile_bf16`].
 pub fn has_bf16_kernel() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+        has_avx512f() && std::arch::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

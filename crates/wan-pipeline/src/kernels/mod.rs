@@ -25,6 +25,7 @@ mod softmax;
 mod widen;
 
 pub use attention::attention;
+pub use avx512::has_avx512f;
 pub use elem::{contiguous, sum_f64, Elem};
 pub use gelu::{gelu_tanh, gelu_tanh_in_place};
 pub use gemm::Epilogue;

@@ -12,20 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::layers::layer_norm_f32;
-use crate::kernels::{contiguous, gelu_tanh, sum_f64, Elem};
+use crate::kernels::{contiguous, gelu_tanh, has_avx512f, sum_f64, Elem};
 use crate::Result;
-
-/// Whether the row loops can run 16 lanes wide (checked once per call, not per row).
-pub(super) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Whether the CPU kernels apply: tensors on the CPU, contiguous, of a float dtype they handle.
 fn cpu_ready(tensors: &[&Tensor]) -> bool {
@@ -45,12 +33,12 @@ impl NormAffine {
     fn run<T: Elem>(&self, x: &[T], mul: &[f32], add: &[f32], dim: usize) -> Vec<T> {
         let mut out = vec![T::from_f32(0.0); x.len()];
         let groups = mul.len() / dim;
-        let wide = has_avx512();
+        let wide = has_avx512f();
         out.par_chunks_mut(dim).zip(x.par_chunks(dim)).enumerate().for_each(|(row, (o, x))| {
             let g = (row / self.rows_per_group).min(groups - 1);
             let (m, a) = (&mul[g * dim..(g + 1) * dim], &add[g * dim..(g + 1) * dim]);
             if wide {
-                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512f`).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     norm_affine_row_avx512(o, x, m, a, self.eps);
@@ -143,12 +131,12 @@ impl GatedResidual {
     fn run<T: Elem>(&self, x: &[T], u: &[T], gate: &[f32], dim: usize) -> Vec<T> {
         let mut out = vec![T::from_f32(0.0); x.len()];
         let groups = gate.len() / dim;
-        let wide = has_avx512();
+        let wide = has_avx512f();
         out.par_chunks_mut(dim).zip(x.par_chunks(dim).zip(u.par_chunks(dim))).enumerate().for_each(|(row, (o, (x, u)))| {
             let g = (row / self.rows_per_group).min(groups - 1);
             let gate = &gate[g * dim..(g + 1) * dim];
             if wide {
-                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512f`).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     gated_row_avx512(o, x, u, gate);

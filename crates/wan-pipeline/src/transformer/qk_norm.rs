@@ -14,10 +14,9 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::fused::has_avx512;
 use super::layers::RmsNorm;
 use super::rope::RopeTables;
-use crate::kernels::{contiguous, sum_f64, Elem};
+use crate::kernels::{contiguous, has_avx512f, sum_f64, Elem};
 use crate::Result;
 
 /// The fused op; x (B, L, H * D) and the norm's weight (H * D) are its inputs.
@@ -36,12 +35,12 @@ impl NormRope<'_> {
         }
         let half = width / self.heads / 2;
         let mut out = vec![T::from_f32(0.0); x.len()];
-        let wide = has_avx512();
+        let wide = has_avx512f();
         out.par_chunks_mut(width).zip(x.par_chunks(width)).enumerate().for_each(|(row, (o, x))| {
             let token = row % tokens;
             let rope = self.rope.map(|(cos, sin)| (&cos[token * half..(token + 1) * half], &sin[token * half..(token + 1) * half]));
             if wide {
-                // SAFETY: the CPU has AVX-512F (checked by `has_avx512`).
+                // SAFETY: the CPU has AVX-512F (checked by `has_avx512f`).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     norm_rope_row_avx512(o, x, weight, self.eps, rope);
