@@ -63,3 +63,14 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len_bytes() / 2) }
     }
 }
+
+/// Runs `f` on this thread's buffer in `cell` (reused from call to call, so a buffer stops
+/// allocating and page-faulting after the largest call), or on a fresh one if that is in use: a
+/// rayon worker that waits inside one call on the same thread may steal a task that makes
+/// another.
+pub fn with_thread_buffer<R>(cell: &'static std::thread::LocalKey<std::cell::RefCell<AlignedBuf>>, f: impl FnOnce(&mut AlignedBuf) -> R) -> R {
+    cell.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut AlignedBuf::default()),
+    })
+}

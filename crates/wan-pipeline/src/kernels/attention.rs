@@ -22,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::aligned::AlignedBuf;
+use super::aligned::{with_thread_buffer, AlignedBuf};
 use super::avx512::{has_f32_kernel, tile_f32, TileOut, MR, NR};
 use super::elem::{contiguous, Elem};
 use super::softmax::softmax_columns;
@@ -39,15 +39,6 @@ thread_local! {
     static PACKED_KV: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
     /// One task's queries, scores and output tile, on each worker, reused from task to task.
     static SCRATCH: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
-}
-
-/// Runs `f` on this thread's buffer from `cell`, or on a fresh one if it is in use (a rayon
-/// worker that steals a task while it waits inside another call on the same thread).
-fn with_buffer<R>(cell: &'static std::thread::LocalKey<RefCell<AlignedBuf>>, f: impl FnOnce(&mut AlignedBuf) -> R) -> R {
-    cell.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut AlignedBuf::default()),
-    })
 }
 
 /// The sizes of one attention: q (batch, q_len, heads * head_dim), k and v (batch, kv_len, ...).
@@ -198,7 +189,7 @@ fn attend<T: Elem>(q: &[T], k: &[T], v: &[T], key_bias: Option<&[f32]>, dims: Di
     let all_heads = dims.batch * dims.heads;
     let heads_at_once = (kv_budget / (per_head * 4)).clamp(1, all_heads.max(1));
     let q_blocks = dims.q_len.div_ceil(QUERY_BLOCK);
-    with_buffer(&PACKED_KV, |kv| {
+    with_thread_buffer(&PACKED_KV, |kv| {
         kv.reserve_bytes(heads_at_once * per_head * 4);
         for first in (0..all_heads).step_by(heads_at_once) {
             let group = heads_at_once.min(all_heads - first);
@@ -213,7 +204,7 @@ fn attend<T: Elem>(q: &[T], k: &[T], v: &[T], key_bias: Option<&[f32]>, dims: Di
                 let (g, qb) = (task / q_blocks, task % q_blocks);
                 let bh = first + g;
                 let (pk, pv) = packed[g * per_head..(g + 1) * per_head].split_at(k_len);
-                with_buffer(&SCRATCH, |scratch| {
+                with_thread_buffer(&SCRATCH, |scratch| {
                     // SAFETY: the attention runs only where the CPU has AVX-512F (see
                     // `attention`); task (bh, qb) writes only its query block of head bh.
                     unsafe { attend_block(q, dims, bh / dims.heads, bh % dims.heads, qb * QUERY_BLOCK, pk, pv, key_bias, scratch, out_ptr) }

@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::aligned::AlignedBuf;
+use super::aligned::{with_thread_buffer, AlignedBuf};
 use super::avx512::{TileOut, MR, NR};
 use super::elem::Elem;
 use super::gelu::gelu_tanh_in_place;
@@ -80,19 +80,14 @@ pub fn matmul(w: &PackedWeight, x: Activations<'_>, rows: usize, epilogue: Epilo
         Activations::F32(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
         Activations::Bf16(v) => assert_eq!(v.len(), rows * w.in_dim, "input size"),
     }
-    let mut run = |buf: &mut AlignedBuf| {
+    let run = |buf: &mut AlignedBuf| {
         for m0 in (0..rows).step_by(MC) {
             let m_rows = MC.min(rows - m0);
             pack_activations(w, x, m0, m_rows, buf);
             multiply_block(w, buf, m0, m_rows, epilogue, &mut out);
         }
     };
-    PACKED_A.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => run(&mut buf),
-        // A rayon worker that calls this while waiting inside another call on the same thread
-        // (work stealing) finds the buffer in use: it packs into a buffer of its own.
-        Err(_) => run(&mut AlignedBuf::default()),
-    });
+    with_thread_buffer(&PACKED_A, run);
 }
 
 /// Packs rows `m0..m0 + m_rows` into `MR`-row strips (zero-padded) in the weight's format, one
