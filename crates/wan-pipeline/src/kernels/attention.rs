@@ -150,7 +150,7 @@ unsafe fn attend_block<T: Elem>(
                 tile_f32(d, packed_k.as_ptr().add(s * d * MR), MR, qp.as_ptr().add(p * d * NR), TileOut { c, ldc: ld, bias: std::ptr::null() });
             }
         }
-        softmax_columns(scores.as_mut_ptr(), ld, ld, lk, key_bias, inv_sum.as_mut_ptr());
+        softmax_columns(scores.as_mut_ptr(), ld, lk, key_bias, inv_sum.as_mut_ptr());
         // O = P V: strips of MR queries (columns of the probabilities) by panels of NR features.
         for i0 in (0..rows).step_by(MR) {
             let strip_rows = MR.min(rows - i0);

@@ -23,20 +23,20 @@ fn exp16(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, k)
 }
 
-/// For each of the `cols` columns of `s` (row stride `ld`), over its first `keys` rows: adds
+/// For each of the `ld` columns of `s` (row-major, `ld` per row), over its first `keys` rows: adds
 /// `key_bias[j]` to row j (if given), then replaces each score by `exp(score - column max)` and
 /// writes `1 / sum` of the column's exponentials to `inv_sum[col]`. The caller divides by the
 /// sum after the product with the values (one multiply per output instead of one per score).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `cols` is a multiple of 16; `s` addresses `keys` rows of `ld >= cols`
-/// writable f32; `inv_sum` holds `cols` writable f32; `key_bias`, if given, holds `keys` values.
+/// The CPU has AVX-512F; `ld` is a multiple of 16; `s` addresses `keys` rows of `ld` writable
+/// f32; `inv_sum` holds `ld` writable f32; `key_bias`, if given, holds `keys` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn softmax_columns(s: *mut f32, ld: usize, cols: usize, keys: usize, key_bias: Option<&[f32]>, inv_sum: *mut f32) {
+pub unsafe fn softmax_columns(s: *mut f32, ld: usize, keys: usize, key_bias: Option<&[f32]>, inv_sum: *mut f32) {
     // SAFETY (caller): every pointer below stays inside the rows and columns described above.
     unsafe {
-        for c in (0..cols).step_by(16) {
+        for c in (0..ld).step_by(16) {
             let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
             for j in 0..keys {
                 let at = s.add(j * ld + c);
@@ -61,6 +61,6 @@ pub unsafe fn softmax_columns(s: *mut f32, ld: usize, cols: usize, keys: usize, 
 
 /// Never called off x86-64: attention runs there through candle's ops.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn softmax_columns(_s: *mut f32, _ld: usize, _cols: usize, _keys: usize, _key_bias: Option<&[f32]>, _inv_sum: *mut f32) {
+pub unsafe fn softmax_columns(_s: *mut f32, _ld: usize, _keys: usize, _key_bias: Option<&[f32]>, _inv_sum: *mut f32) {
     unreachable!("no attention kernel on this architecture")
 }
