@@ -115,7 +115,7 @@ fn pack_activations(w: &PackedWeight, x: Activations<'_>, m0: usize, m_rows: usi
                 let first = (m0 + s * MR) * k;
                 match x {
                     Activations::Bf16(v) => pack_strip_pairs(&v[first..first + rows * k], k, strip, |a| u32::from(a.to_bits())),
-                    Activations::F32(v) => pack_strip_pairs(&v[first..first + rows * k], k, strip, |a| u32::from(bf16::from_f32(a).to_bits())),
+                    Activations::F32(v) => pack_strip_pairs(&v[first..first + rows * k], k, strip, |a| u32::from(<bf16 as Elem>::from_f32(a).to_bits())),
                 }
             });
         }
