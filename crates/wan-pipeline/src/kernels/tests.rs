@@ -1,6 +1,6 @@
 //! The packed kernels against candle's matmul on shapes that exercise every edge: rows not a
 //! multiple of the strip height, outputs not a multiple of the panel width, odd k (bf16 pairs),
-//! k longer than one block, several row blocks.
+//! long k (each tile sums all of it in registers), several row blocks.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -113,7 +113,7 @@ fn a_wrong_input_width_is_an_error_not_a_panic() {
 fn gelu_epilogue_equals_gelu_after_the_product() {
     use super::{gelu_tanh, packed_linear_with, Epilogue};
     let dev = Device::Cpu;
-    // 25 rows and 70 outputs: full tiles and edge tiles; k = 300 spans two blocks of k.
+    // 25 rows and 70 outputs: full tiles and edge tiles, each over k = 300.
     let w = Tensor::randn(0f32, 0.1, (70, 300), &dev).unwrap();
     let b = Tensor::randn(0f32, 0.5, 70, &dev).unwrap();
     let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
