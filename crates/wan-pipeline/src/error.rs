@@ -41,6 +41,15 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// The device asked for (`--device cuda:N`) cannot be used; the message says why.
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
+
+    /// A job does not fit the device's memory (or the configured budget): what was asked, what it
+    /// needs, what the device has free. The server stays up; the job fails with this message.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+
     #[error("fixture error: {0}")]
     Fixture(String),
 }
@@ -51,4 +60,20 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
+
+    /// Whether this is a device allocation failure (CUDA's or cuBLAS's out-of-memory), however
+    /// deep candle reported it.
+    pub fn is_device_out_of_memory(&self) -> bool {
+        match self {
+            Error::OutOfMemory(_) => true,
+            Error::Candle(e) => {
+                let text = e.to_string();
+                OOM_MARKERS.iter().any(|m| text.contains(m))
+            }
+            _ => false,
+        }
+    }
 }
+
+/// How CUDA (`cuMemAlloc`), cuBLAS and candle's allocator word an allocation failure.
+const OOM_MARKERS: [&str; 3] = ["CUDA_ERROR_OUT_OF_MEMORY", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory"];

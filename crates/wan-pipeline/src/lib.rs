@@ -5,6 +5,8 @@
 //! async runtimes; it is used by `wan-jobs` and by the `wan-server` command line.
 
 pub mod error;
+pub mod device;
+pub mod memory;
 pub mod loader;
 pub mod hub_cache;
 pub mod text_encoder;

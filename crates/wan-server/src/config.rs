@@ -58,6 +58,13 @@ pub struct ServerConfig {
     pub log_format: String,
     /// Seconds a graceful shutdown waits for the running step.
     pub shutdown_timeout_s: u64,
+    /// Where the models run: `auto` (the first GPU if this build has CUDA and one answers, else
+    /// the CPU), `cpu`, `cuda` or `cuda:N` (an error at startup when it cannot be met).
+    pub device: String,
+    /// The most memory one job may need, weights included (`24GiB`, `8GB`, bytes); a job whose
+    /// estimate is larger is refused at admission with the figures. Unset: no budget, only the
+    /// device's free memory is checked when a job starts.
+    pub vram_budget: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +96,8 @@ impl Default for ServerConfig {
             callback_hosts: vec!["127.0.0.1".into(), "localhost".into(), "::1".into()],
             log_format: "text".into(),
             shutdown_timeout_s: 30,
+            device: "auto".into(),
+            vram_budget: None,
         }
     }
 }
@@ -169,6 +178,12 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
     #[arg(long, env = "WAN_SHUTDOWN_TIMEOUT_S")]
     pub shutdown_timeout_s: Option<u64>,
+    /// auto | cpu | cuda | cuda:N.
+    #[arg(long, env = "WAN_DEVICE")]
+    pub device: Option<String>,
+    /// Most memory one job may need, weights included (e.g. 24GiB); larger jobs get a 400.
+    #[arg(long, env = "WAN_VRAM_BUDGET")]
+    pub vram_budget: Option<String>,
 }
 
 macro_rules! overlay {
@@ -186,7 +201,10 @@ impl ServerConfig {
         };
         overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, max_attempts, min_steps,
             max_steps, max_frames, max_fps, min_size, max_size, max_image_bytes, max_video_bytes, max_json_bytes,
-            cors_origins, callback_hosts, log_format, shutdown_timeout_s);
+            cors_origins, callback_hosts, log_format, shutdown_timeout_s, device);
+        if args.vram_budget.is_some() {
+            cfg.vram_budget = args.vram_budget.clone();
+        }
         if args.model.is_some() {
             cfg.model = args.model.clone();
         }
@@ -245,7 +263,23 @@ impl ServerConfig {
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return invalid("api_key", "must not be empty when set".into());
         }
+        self.device_choice()?;
+        self.vram_budget_bytes()?;
         Ok(())
+    }
+
+    /// The `device` setting, parsed.
+    pub fn device_choice(&self) -> Result<wan_pipeline::device::DeviceChoice, ConfigError> {
+        self.device.parse().map_err(|e: wan_pipeline::Error| ConfigError::Invalid { field: "device", message: e.to_string() })
+    }
+
+    /// The `vram_budget` setting in bytes.
+    pub fn vram_budget_bytes(&self) -> Result<Option<u64>, ConfigError> {
+        self.vram_budget
+            .as_deref()
+            .map(wan_pipeline::memory::parse_bytes)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid { field: "vram_budget", message: e.to_string() })
     }
 
     pub fn outputs_dir(&self) -> PathBuf {
@@ -311,6 +345,12 @@ mod tests {
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "workers", .. })));
         let args = ServeArgs { max_attempts: Some(0), ..Default::default() };
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "max_attempts", .. })));
+        let args = ServeArgs { device: Some("gpu".into()), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "device", .. })));
+        let args = ServeArgs { vram_budget: Some("lots".into()), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "vram_budget", .. })));
+        let args = ServeArgs { vram_budget: Some("8GiB".into()), device: Some("cpu".into()), ..Default::default() };
+        assert_eq!(ServerConfig::resolve(&args).unwrap().vram_budget_bytes().unwrap(), Some(8 << 30));
         let args = ServeArgs { max_attempts: Some(50), ..Default::default() };
         assert_eq!(ServerConfig::resolve(&args).unwrap().max_attempts, 50);
     }

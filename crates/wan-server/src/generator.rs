@@ -50,9 +50,9 @@ pub trait LoadedPipeline: Send + Sync {
 /// Loads a complete diffusers Wan pipeline directory. Called on a blocking thread.
 pub trait PipelineFactory: Send + Sync + 'static {
     fn load(&self, dir: &Path, role: Role) -> Result<Box<dyn LoadedPipeline>, String>;
-    /// Whether this build runs on a GPU (for `/api/v1/model/info`).
-    fn gpu_enabled(&self) -> bool {
-        false
+    /// The CUDA device the models run on, `None` on the CPU (for `/api/v1/model/info`).
+    fn gpu_device_id(&self) -> Option<u32> {
+        None
     }
 }
 
@@ -98,8 +98,9 @@ impl ModelSlots {
         ModelSlots { factory, t2v: RwLock::new(Slot::Empty), i2v: RwLock::new(Slot::Empty) }
     }
 
-    pub fn gpu_enabled(&self) -> bool {
-        self.factory.gpu_enabled()
+    /// The CUDA device the models run on, `None` on the CPU.
+    pub fn gpu_device_id(&self) -> Option<u32> {
+        self.factory.gpu_device_id()
     }
 
     fn slot(&self, role: Role) -> &RwLock<Slot> {

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use wan_jobs::{Control, GenerationError, GenerationMode, GenerationOutcome, InvalidParam, JobParams, JobSpec, StepProgress};
+use wan_pipeline::device::DeviceChoice;
 use wan_pipeline::media::{self, MediaLimits, Mp4Writer, ResizeMode};
+use wan_pipeline::memory::{self, JobShape, WeightBytes};
 use wan_pipeline::pipeline::{self, check_complete, Conditioning, GenerationParams, ModelKind, WanModels};
 
 use crate::generator::{LoadedPipeline, PipelineFactory, Role};
@@ -24,6 +26,8 @@ fn job_error(e: wan_pipeline::Error) -> GenerationError {
     match e {
         wan_pipeline::Error::Cancelled => GenerationError::Cancelled,
         wan_pipeline::Error::InvalidInput(m) | wan_pipeline::Error::Media(m) => GenerationError::InvalidInput(m),
+        // Out of memory among them: the job fails with the figures, the models stay loaded and
+        // the next job runs.
         other => GenerationError::Failed(other.to_string()),
     }
 }
@@ -31,7 +35,16 @@ fn job_error(e: wan_pipeline::Error) -> GenerationError {
 /// One loaded Wan pipeline directory.
 pub struct WanLoadedPipeline {
     models: WanModels,
+    /// The loaded weights, counted once at load for the memory estimates.
+    weights: WeightBytes,
+    /// `--vram-budget`: the most a job (weights included) may need.
+    memory_budget: Option<u64>,
     limits: MediaLimits,
+}
+
+/// `t2v 832x480x81`: how errors name the job they refuse.
+fn job_label(params: &JobParams, width: u32, height: u32, frames: usize) -> String {
+    format!("{} {width}x{height}x{frames}", params.mode.name())
 }
 
 impl WanLoadedPipeline {
@@ -86,6 +99,12 @@ impl LoadedPipeline for WanLoadedPipeline {
             seed: p.seed,
             max_sequence_length: MAX_SEQUENCE_LENGTH,
         };
+        // The real size and frame count are known now (video-to-video takes them from its input):
+        // refuse a job whose working set the device cannot hold before it allocates anything.
+        let asked = job_label(p, width, height, num_frames);
+        let shape = JobShape::of(&params, !matches!(conditioning, Conditioning::Text));
+        let estimate = memory::estimate(&self.models, self.weights, shape);
+        memory::check_fits(&self.models.device, &estimate, self.memory_budget, &asked).map_err(job_error)?;
         let mut writer = Mp4Writer::create(output_tmp, width, height, p.fps).map_err(job_error)?;
         let result = pipeline::generate(
             &self.models,
@@ -100,7 +119,7 @@ impl LoadedPipeline for WanLoadedPipeline {
             },
             &mut |frame| writer.push_frame(&frame),
         );
-        let video = result.map_err(job_error)?;
+        let video = result.map_err(|e| job_error(memory::explain_out_of_memory(e, &self.models.device, &asked)))?;
         writer.finish().map_err(job_error)?;
         Ok(GenerationOutcome { frames: Some(video.frames_written as u32) })
     }
@@ -116,12 +135,62 @@ impl LoadedPipeline for WanLoadedPipeline {
                 message: format!("the loaded {} model cannot run {}", self.models.kind.as_str(), params.mode.name()),
             });
         }
+        self.check_memory(params)
+    }
+}
+
+impl WanLoadedPipeline {
+    /// With a memory budget, refuses at admission a job whose estimated peak exceeds it. Needs the
+    /// size and frame count: a video-to-video job that takes them from its input is checked when
+    /// it starts instead.
+    fn check_memory(&self, params: &JobParams) -> Result<(), InvalidParam> {
+        let Some(budget) = self.memory_budget else { return Ok(()) };
+        let (width, height, frames) = match (&params.mode, params.width, params.height, params.num_frames) {
+            (GenerationMode::VideoToVideo { .. }, Some(w), Some(h), Some(f)) => (w, h, f),
+            (GenerationMode::VideoToVideo { .. }, ..) => return Ok(()),
+            (_, w, h, f) => (w.unwrap_or(832), h.unwrap_or(480), f.unwrap_or(81)),
+        };
+        let shape = JobShape {
+            width: width as usize,
+            height: height as usize,
+            num_frames: frames as usize,
+            guidance: params.guidance_scale > 1.0,
+            encodes_input: !matches!(params.mode, GenerationMode::TextToVideo),
+        };
+        let estimate = memory::estimate(&self.models, self.weights, shape);
+        if estimate.peak() > budget {
+            return Err(InvalidParam {
+                field: "width, height, num_frames".into(),
+                message: format!(
+                    "{} needs {estimate}, more than the memory budget of {} (--vram-budget); ask for fewer frames or a smaller size",
+                    job_label(params, width, height, frames as usize),
+                    memory::human_bytes(budget)
+                ),
+            });
+        }
         Ok(())
     }
 }
 
-/// Loads wan-pipeline models: f32 on the CPU, bf16 on a GPU.
-pub struct WanPipelineFactory;
+/// Loads wan-pipeline models on the device chosen at startup: f32 on the CPU, bf16 on a GPU.
+pub struct WanPipelineFactory {
+    device: Device,
+    memory_budget: Option<u64>,
+}
+
+impl WanPipelineFactory {
+    /// Opens the device once (a `cuda` choice that cannot be met is an error that says why).
+    pub fn new(device: DeviceChoice, memory_budget: Option<u64>) -> Result<Self, wan_pipeline::Error> {
+        let device = device.open()?;
+        tracing::info!(device = %wan_pipeline::device::describe(&device), "models will run on this device");
+        Ok(WanPipelineFactory { device, memory_budget })
+    }
+
+    /// The CPU, no budget: what the tests and the demo use.
+    pub fn cpu() -> Self {
+        WanPipelineFactory { device: Device::Cpu, memory_budget: None }
+    }
+}
 
 impl PipelineFactory for WanPipelineFactory {
     fn load(&self, dir: &Path, role: Role) -> Result<Box<dyn LoadedPipeline>, String> {
@@ -134,13 +203,24 @@ impl PipelineFactory for WanPipelineFactory {
         if kind != expected {
             return Err(format!("{} holds a {} model, not a {} one", dir.display(), kind.as_str(), role.as_str()));
         }
-        let device = wan_pipeline::loader::default_device();
-        let dtype = if matches!(device, Device::Cpu) { DType::F32 } else { DType::BF16 };
-        let models = WanModels::load(dir, dtype, &device).map_err(|e| e.to_string())?;
-        Ok(Box::new(WanLoadedPipeline { models, limits: MediaLimits::default() }))
+        let dtype = if matches!(self.device, Device::Cpu) { DType::F32 } else { DType::BF16 };
+        let weights = WeightBytes::of_dir(dir, kind, dtype).map_err(|e| e.to_string())?;
+        if let Some(budget) = self.memory_budget {
+            if weights.total() > budget {
+                return Err(format!(
+                    "{} needs {} for its weights alone, more than the memory budget of {}",
+                    dir.display(),
+                    memory::human_bytes(weights.total()),
+                    memory::human_bytes(budget)
+                ));
+            }
+        }
+        let models = WanModels::load(dir, dtype, &self.device)
+            .map_err(|e| memory::explain_out_of_memory(e, &self.device, &format!("loading {}", dir.display())).to_string())?;
+        Ok(Box::new(WanLoadedPipeline { models, weights, memory_budget: self.memory_budget, limits: MediaLimits::default() }))
     }
 
-    fn gpu_enabled(&self) -> bool {
-        cfg!(feature = "cuda")
+    fn gpu_device_id(&self) -> Option<u32> {
+        wan_pipeline::device::cuda_ordinal(&self.device).map(|n| n as u32)
     }
 }

@@ -44,7 +44,7 @@ async fn serve(models_dir: PathBuf, data_dir: PathBuf, model: &str, i2v: Option<
         min_steps: 1,
         ..ServerConfig::default()
     };
-    let running = start(cfg, Arc::new(WanPipelineFactory)).await.expect("server starts");
+    let running = start(cfg, Arc::new(WanPipelineFactory::cpu())).await.expect("server starts");
     let base = format!("http://{}", running.addr);
     (running, base)
 }

@@ -34,15 +34,18 @@ impl LatentGeometry {
 
 /// Stage "encode prompt": the prompt's and (with CFG) the negative prompt's embeddings,
 /// (1, max_sequence_length, text_dim), zero rows after each real length.
+///
+/// With guidance both prompts go through the text encoder in one batch of two: one pass over the
+/// encoder's weights instead of two (each row is computed exactly as it would be alone: padding
+/// keys are masked and the rows past each prompt's length are zeroed).
 pub fn encode_prompt(models: &WanModels, params: &GenerationParams) -> Result<(Tensor, Option<Tensor>)> {
-    let cond = models.text_encoder.encode_prompts(&[params.prompt.clone()], params.max_sequence_length)?;
-    let uncond = if params.do_classifier_free_guidance() {
-        let negative = params.negative_prompt.clone().unwrap_or_default();
-        Some(models.text_encoder.encode_prompts(&[negative], params.max_sequence_length)?)
-    } else {
-        None
-    };
-    Ok((cond, uncond))
+    if !params.do_classifier_free_guidance() {
+        let cond = models.text_encoder.encode_prompts(&[params.prompt.clone()], params.max_sequence_length)?;
+        return Ok((cond, None));
+    }
+    let negative = params.negative_prompt.clone().unwrap_or_default();
+    let both = models.text_encoder.encode_prompts(&[params.prompt.clone(), negative], params.max_sequence_length)?;
+    Ok((both.narrow(0, 0, 1)?, Some(both.narrow(0, 1, 1)?)))
 }
 
 /// Stage "timesteps": a scheduler from the model's config (with the requested shift) and its
@@ -143,9 +146,15 @@ pub fn denoise(
     let total = timesteps.len();
     let dtype = models.dtype;
     let batch = latents.dim(0)?;
+    let transformer = &models.transformer;
     let image_embeds = inputs.image_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
-    let cond_embeds = inputs.prompt_embeds.to_dtype(dtype)?;
-    let uncond_embeds = inputs.negative_prompt_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
+    // The text (and image) context of each prompt, embedded and projected to every block's
+    // cross-attention keys and values once per job: it depends on neither the latents nor the step.
+    let cond_context = transformer.prepare_context(&inputs.prompt_embeds.to_dtype(dtype)?, image_embeds.as_ref())?;
+    let uncond_context = inputs
+        .negative_prompt_embeds
+        .map(|t| transformer.prepare_context(&t.to_dtype(dtype)?, image_embeds.as_ref()))
+        .transpose()?;
     for (i, &t) in timesteps.iter().enumerate() {
         let model_input = match inputs.condition {
             Some(cond) => Tensor::cat(&[&latents, cond], 1)?,
@@ -153,16 +162,10 @@ pub fn denoise(
         }
         .to_dtype(dtype)?;
         let timestep = Tensor::full(t as f32, batch, latents.device())?;
-        let noise_cond = models
-            .transformer
-            .forward(&model_input, &timestep, &cond_embeds, image_embeds.as_ref())?
-            .to_dtype(DType::F32)?;
-        let noise_pred = match &uncond_embeds {
+        let noise_cond = transformer.forward_with_context(&model_input, &timestep, &cond_context, None)?.to_dtype(DType::F32)?;
+        let noise_pred = match &uncond_context {
             Some(uncond) => {
-                let noise_uncond = models
-                    .transformer
-                    .forward(&model_input, &timestep, uncond, image_embeds.as_ref())?
-                    .to_dtype(DType::F32)?;
+                let noise_uncond = transformer.forward_with_context(&model_input, &timestep, uncond, None)?.to_dtype(DType::F32)?;
                 // uncond + g * (cond - uncond)
                 let guided = (&noise_uncond + ((&noise_cond - &noise_uncond)? * inputs.guidance_scale)?)?;
                 if let Some(tr) = trace.as_deref_mut() {

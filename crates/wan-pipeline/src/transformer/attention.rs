@@ -3,6 +3,8 @@
 //! otherwise candle's ops in query chunks, so that memory never grows with the square of the
 //! token count.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
@@ -97,11 +99,24 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
     Ok(x.transpose(1, 2)?.reshape((b, l, h * d))?)
 }
 
+/// Whether [`attention`] may use a fused kernel (flash attention on CUDA, the native CPU kernel)
+/// where one applies. On by default; the GPU check turns it off to time the chunked path on the
+/// same binary.
+static FUSED_ATTENTION: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused attention kernels on or off for the whole process (the chunked candle-ops
+/// path then runs everywhere).
+pub fn set_fused_attention(enabled: bool) {
+    FUSED_ATTENTION.store(enabled, Ordering::Relaxed);
+}
+
 /// Attention of q (B, Lq, H * D) to k, v (B, Lk, H * D), head h in columns `h * D .. (h + 1) * D`;
 /// returns (B, Lq, H * D) in q's dtype. `key_bias` as in [`chunked_attention`].
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> Result<Tensor> {
-    if let Some(out) = crate::kernels::attention(q, k, v, heads, key_bias)? {
-        return Ok(out);
+    if FUSED_ATTENTION.load(Ordering::Relaxed) {
+        if let Some(out) = crate::kernels::attention(q, k, v, heads, key_bias)? {
+            return Ok(out);
+        }
     }
     let out = chunked_attention(&split_heads(q, heads)?, &split_heads(k, heads)?, &split_heads(v, heads)?, key_bias)?;
     merge_heads(&out)

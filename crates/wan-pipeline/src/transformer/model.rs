@@ -1,6 +1,7 @@
 //! The whole DiT (diffusers' `WanTransformer3DModel`).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -11,7 +12,7 @@ use super::config::WanTransformerConfig;
 use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
 use super::fused::norm_affine;
 use crate::linear::{linear, Linear};
-use super::rope::RotaryEmbedding;
+use super::rope::{RopeTables, RotaryEmbedding};
 use super::weights;
 use crate::{Error, Result};
 
@@ -83,6 +84,9 @@ pub struct WanTransformer3DModel {
     proj_out: Linear,
     /// (1, 2, dim) f32: shift and scale of the output head, added to `temb`.
     scale_shift_table: Tensor,
+    /// The rotary tables of the last latent grid: every step of a job has the same grid, so the
+    /// tables are built and uploaded to the device once per job, not once per forward.
+    rope_cache: Arc<Mutex<Option<(PatchGrid, Arc<RopeTables>)>>>,
     dtype: DType,
     device: Device,
 }
@@ -112,6 +116,7 @@ impl WanTransformer3DModel {
             blocks,
             proj_out: linear(dim, cfg.out_channels() * pt * ph * pw, vb.pp("proj_out"))?,
             scale_shift_table: vb.clone().set_dtype(DType::F32).get((1, 2, dim), "scale_shift_table")?,
+            rope_cache: Arc::new(Mutex::new(None)),
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
@@ -222,7 +227,7 @@ impl WanTransformer3DModel {
         }
         let timestep = broadcast_timestep(timestep, batch)?;
 
-        let rope = self.rope.tables(grid, &self.device)?;
+        let rope = self.rope_tables(grid)?;
         let x = hidden_states.to_device(&self.device)?.to_dtype(self.dtype)?;
         let mut x = self.patch_embedding.forward(&x, grid)?;
         let (temb, timestep_proj) = self.condition_embedder.time(&timestep.to_device(&self.device)?, self.dtype)?;
@@ -244,6 +249,22 @@ impl WanTransformer3DModel {
 
         let x = self.output_head(&x, &temb)?;
         Ok(self.unpatchify(&x, grid)?.to_dtype(out_dtype)?)
+    }
+
+    /// The rotary tables of `grid`, from the cache when the grid is the last one asked for.
+    fn rope_tables(&self, grid: PatchGrid) -> Result<Arc<RopeTables>> {
+        // A poisoned lock only means another thread panicked while swapping the cache in: the
+        // cached value is still whole (it is replaced in one assignment).
+        let cached = self.rope_cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((g, tables)) = cached {
+            if g == grid {
+                return Ok(tables);
+            }
+        }
+        // Built outside the lock: two threads asking at once both build, one result is kept.
+        let tables = Arc::new(self.rope.tables(grid, &self.device)?);
+        *self.rope_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((grid, tables.clone()));
+        Ok(tables)
     }
 
     /// `norm_out` modulated by `temb` (not by the 6-way projection), then `proj_out`.

@@ -50,6 +50,9 @@ pub struct GenerateArgs {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// auto | cpu | cuda | cuda:N.
+    #[arg(long, env = "WAN_DEVICE", default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -62,7 +65,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let model_dir = wan_pipeline::hub_cache::resolve_model(&args.model)?;
     let dtype = wan_pipeline::loader::parse_dtype(&args.dtype)?;
-    let device = wan_pipeline::loader::default_device();
+    let device = args.device.parse::<wan_pipeline::device::DeviceChoice>()?.open()?;
     let limits = MediaLimits::default();
     let conditioning = match (&args.image, &args.video) {
         (Some(image), None) => Conditioning::Image(media::read_image(image, &limits).with_context(|| format!("reading {}", image.display()))?),

@@ -10,7 +10,8 @@ use crate::wan_adapter::WanPipelineFactory;
 pub fn run(args: &ServeArgs) -> Result<()> {
     let config = ServerConfig::resolve(args)?;
     init_logging(&config.log_format);
-    actix_web::rt::System::new().block_on(crate::server::run(config, Arc::new(WanPipelineFactory)))?;
+    let factory = WanPipelineFactory::new(config.device_choice()?, config.vram_budget_bytes()?)?;
+    actix_web::rt::System::new().block_on(crate::server::run(config, Arc::new(factory)))?;
     Ok(())
 }
 

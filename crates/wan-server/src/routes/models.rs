@@ -91,13 +91,14 @@ pub async fn model_info(state: web::Data<AppState>) -> HttpResponse {
         (SlotState::Loaded { .. }, _) | (_, SlotState::Loaded { .. }) => "local",
         _ => "huggingface",
     };
-    let gpu = state.slots.gpu_enabled();
+    // Where the models actually run, not what the build could do.
+    let gpu_device_id = state.slots.gpu_device_id();
     HttpResponse::Ok().json(json!({
         "name": "Wan2.1",
         "version": env!("CARGO_PKG_VERSION"),
         "provider": provider,
-        "gpu_enabled": gpu,
-        "gpu_device_id": if gpu { Some(0) } else { None },
+        "gpu_enabled": gpu_device_id.is_some(),
+        "gpu_device_id": gpu_device_id,
         "cache_dir": state.config.hub_cache_dir().display().to_string(),
         "models_dir": state.config.models_dir.display().to_string(),
         "loaded": { "t2v": t2v, "i2v": i2v },
