@@ -113,6 +113,8 @@ pub fn sniff(bytes: &[u8]) -> Option<MediaKind> {
 }
 
 /// Sniffs a file and reads its header facts, checking every limit, without decoding pixels.
+///
+/// A video needs the `media-ffmpeg` feature; without it the answer is [`Error::NoVideoSupport`].
 pub fn probe_file(path: &Path, limits: &MediaLimits) -> Result<MediaInfo> {
     let kind = sniff_file(path, limits)?;
     if kind.is_image() {
