@@ -38,6 +38,11 @@ pub enum Error {
     #[error("media error: {0}")]
     Media(String),
 
+    /// A video reached a build without FFmpeg. Present in every build, so callers match on it the
+    /// same way whichever features the crate was compiled with.
+    #[error("this build has no video support (built without the media-ffmpeg feature): cannot open the {kind:?} video")]
+    NoVideoSupport { kind: crate::media::MediaKind },
+
     #[error("cancelled")]
     Cancelled,
 

@@ -1,8 +1,11 @@
 //! Media I/O: the mp4 writer checked by ffprobe, decoding back, images, resizing, and bad media.
 //!
 //! Every input is generated here (with the `image` crate, our own writer or the `ffmpeg` CLI).
+//! The video tests need the `media-ffmpeg` feature (on by default); the image ones run without it.
 
+#[cfg(feature = "media-ffmpeg")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "media-ffmpeg")]
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
@@ -10,10 +13,11 @@ use image::{ImageEncoder, Rgb, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wan_pipeline::media::{
-    first_frame_jpeg, probe_file, probe_image_bytes, read_image, read_image_bytes,
-    read_image_resized, read_video, resize_rgb, sniff, tensor_to_frames, write_mp4, MediaInfo,
-    MediaKind, MediaLimits, Mp4Writer, ResizeMode,
+    probe_file, probe_image_bytes, read_image, read_image_bytes, read_image_resized, resize_rgb,
+    sniff, tensor_to_frames, MediaInfo, MediaKind, MediaLimits, ResizeMode,
 };
+#[cfg(feature = "media-ffmpeg")]
+use wan_pipeline::media::{first_frame_jpeg, read_video, write_mp4, Mp4Writer};
 use wan_pipeline::Error;
 
 #[path = "../../../tests/support/png.rs"]
@@ -34,10 +38,12 @@ fn gradient_frame(w: u32, h: u32, index: u32) -> RgbImage {
     })
 }
 
+#[cfg(feature = "media-ffmpeg")]
 fn gradient_frames(w: u32, h: u32, n: u32) -> Vec<RgbImage> {
     (0..n).map(|i| gradient_frame(w, h, i)).collect()
 }
 
+#[cfg(feature = "media-ffmpeg")]
 #[derive(Debug)]
 struct Probed {
     codec: String,
@@ -49,6 +55,7 @@ struct Probed {
 }
 
 /// What ffprobe, decoding every frame (`-count_frames`), says about the first video stream.
+#[cfg(feature = "media-ffmpeg")]
 fn ffprobe(path: &Path) -> Probed {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries"])
@@ -71,6 +78,7 @@ fn ffprobe(path: &Path) -> Probed {
 }
 
 /// Top-level ISO-BMFF box names in file order.
+#[cfg(feature = "media-ffmpeg")]
 fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     let mut pos = 0usize;
@@ -118,6 +126,7 @@ fn jpeg_bytes(img: &RgbImage) -> Vec<u8> {
 }
 
 /// Runs the `ffmpeg` CLI on a synthetic test pattern to make inputs in other containers/codecs.
+#[cfg(feature = "media-ffmpeg")]
 fn ffmpeg_testsrc(out: &Path, frames: u32, codec_args: &[&str]) {
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10"])
@@ -129,6 +138,7 @@ fn ffmpeg_testsrc(out: &Path, frames: u32, codec_args: &[&str]) {
     assert!(status.success(), "ffmpeg could not write {}", out.display());
 }
 
+#[cfg(feature = "media-ffmpeg")]
 fn write_test_mp4(dir: &Path, name: &str, w: u32, h: u32, n: u32, fps: u32) -> PathBuf {
     let path = dir.join(name);
     write_mp4(&path, &gradient_frames(w, h, n), fps).unwrap();
@@ -139,6 +149,7 @@ fn write_test_mp4(dir: &Path, name: &str, w: u32, h: u32, n: u32, fps: u32) -> P
 // mp4 out and back in
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn mp4_round_trip_has_exact_frames_size_fps_and_faststart() {
     let dir = tempfile::tempdir().unwrap();
     for (n, fps, w, h) in [(1u32, 16u32, 32u32, 32u32), (17, 8, 64, 48), (33, 24, 48, 64)] {
@@ -186,6 +197,7 @@ fn mp4_round_trip_has_exact_frames_size_fps_and_faststart() {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn read_video_stops_at_max_frames_and_resizes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_test_mp4(dir.path(), "long.mp4", 64, 48, 20, 10);
@@ -197,7 +209,6 @@ fn read_video_stops_at_max_frames_and_resizes() {
 
 #[test]
 fn writer_streams_tensors_and_truncates_like_diffusers() {
-    let dir = tempfile::tempdir().unwrap();
     let (f, h, w) = (3usize, 8usize, 10usize);
     let values: Vec<f32> =
         (0..f * h * w * 3).map(|i| (i % 300) as f32 / 250.0 - 0.1).collect();
@@ -211,18 +222,23 @@ fn writer_streams_tensors_and_truncates_like_diffusers() {
         assert_eq!(*b, (v.clamp(0.0, 1.0) * 255.0) as u8, "value {v}");
     }
 
-    let path = dir.path().join("tensor.mp4");
-    let mut writer = Mp4Writer::create(&path, w as u32, h as u32, 12).unwrap();
-    writer.push_tensor(&t.narrow(0, 0, 2).unwrap()).unwrap();
-    writer.push_tensor(&t.narrow(0, 2, 1).unwrap()).unwrap();
-    writer.finish().unwrap();
-    assert_eq!(ffprobe(&path).frames, f as u64);
+    #[cfg(feature = "media-ffmpeg")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tensor.mp4");
+        let mut writer = Mp4Writer::create(&path, w as u32, h as u32, 12).unwrap();
+        writer.push_tensor(&t.narrow(0, 0, 2).unwrap()).unwrap();
+        writer.push_tensor(&t.narrow(0, 2, 1).unwrap()).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(ffprobe(&path).frames, f as u64);
+    }
 
     let bad = Tensor::zeros((2, 4, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(matches!(tensor_to_frames(&bad), Err(Error::InvalidInput(_))));
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn writer_refuses_odd_sizes_wrong_frames_and_empty_videos() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("odd.mp4");
@@ -237,6 +253,7 @@ fn writer_refuses_odd_sizes_wrong_frames_and_empty_videos() {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn first_frame_preview_is_a_scaled_jpeg_of_frame_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("preview.mp4");
@@ -255,6 +272,7 @@ fn first_frame_preview_is_a_scaled_jpeg_of_frame_zero() {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn decodes_other_containers_and_codecs() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[&str], MediaKind, &str); 4] = [
@@ -379,6 +397,7 @@ fn huge_image_headers_are_refused_before_decoding() {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn truncated_and_fake_videos_are_media_errors() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_test_mp4(dir.path(), "good.mp4", 64, 48, 24, 8);
@@ -420,6 +439,7 @@ fn truncated_and_fake_videos_are_media_errors() {
 }
 
 /// Patches an AVI's main header (`avih` dwTotalFrames) and stream header (`strh` dwLength).
+#[cfg(feature = "media-ffmpeg")]
 fn avi_claiming_frames(bytes: &mut [u8], frames: u32) {
     let avih = bytes.windows(4).position(|w| w == b"avih").expect("avih chunk");
     bytes[avih + 8 + 16..avih + 8 + 20].copy_from_slice(&frames.to_le_bytes());
@@ -428,6 +448,7 @@ fn avi_claiming_frames(bytes: &mut [u8], frames: u32) {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn video_limits_are_checked_from_the_header() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_test_mp4(dir.path(), "limits.mp4", 64, 48, 17, 8);
@@ -489,6 +510,7 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
 }
 
 /// An error from a panic caught inside FFmpeg calls would hide a bug: none may occur.
+#[cfg(feature = "media-ffmpeg")]
 fn assert_not_a_caught_panic<T>(result: wan_pipeline::Result<T>) {
     if let Err(Error::Media(m)) = &result {
         assert!(!m.contains("FFmpeg failed ("), "a panic was caught: {m}");
@@ -512,21 +534,25 @@ fn probes_survive_random_and_mutated_bytes() {
         let _ = read_image_bytes(&bytes, &limits);
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let mp4 = std::fs::read(write_test_mp4(dir.path(), "seed.mp4", 32, 32, 6, 8)).unwrap();
-    let avi_path = dir.path().join("seed.avi");
-    ffmpeg_testsrc(&avi_path, 4, &["-c:v", "mpeg4", "-s", "32x32"]);
-    let avi = std::fs::read(&avi_path).unwrap();
-    let path = dir.path().join("fuzz.bin");
-    for i in 0..80 {
-        let bytes = mutate(&mut rng, if i % 2 == 0 { &mp4 } else { &avi });
-        std::fs::write(&path, &bytes).unwrap();
-        assert_not_a_caught_panic(probe_file(&path, &limits));
-        assert_not_a_caught_panic(read_video(&path, 16, 16, 8, ResizeMode::Stretch, &limits));
+    #[cfg(feature = "media-ffmpeg")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mp4 = std::fs::read(write_test_mp4(dir.path(), "seed.mp4", 32, 32, 6, 8)).unwrap();
+        let avi_path = dir.path().join("seed.avi");
+        ffmpeg_testsrc(&avi_path, 4, &["-c:v", "mpeg4", "-s", "32x32"]);
+        let avi = std::fs::read(&avi_path).unwrap();
+        let path = dir.path().join("fuzz.bin");
+        for i in 0..80 {
+            let bytes = mutate(&mut rng, if i % 2 == 0 { &mp4 } else { &avi });
+            std::fs::write(&path, &bytes).unwrap();
+            assert_not_a_caught_panic(probe_file(&path, &limits));
+            assert_not_a_caught_panic(read_video(&path, 16, 16, 8, ResizeMode::Stretch, &limits));
+        }
     }
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn writer_can_move_to_a_worker_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Mp4Writer>();

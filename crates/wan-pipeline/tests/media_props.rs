@@ -4,15 +4,22 @@
 //!   whatever is accepted is within the limits;
 //! - every proper prefix of a whole PNG, JPEG or MP4 is refused (a truncated upload never passes);
 //! - a PNG header is accepted exactly when the size it claims is within the limits.
+//!
+//! The video properties need the `media-ffmpeg` feature (on by default).
 
 use std::io::Cursor;
+#[cfg(feature = "media-ffmpeg")]
 use std::path::Path;
+#[cfg(feature = "media-ffmpeg")]
 use std::process::Command;
 
 use image::{ImageFormat, RgbImage};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use wan_pipeline::media::{probe_file, probe_image_bytes, read_image_bytes, read_video, sniff, MediaInfo, MediaLimits, ResizeMode};
+use wan_pipeline::media::{probe_image_bytes, read_image_bytes, sniff, MediaLimits};
+#[cfg(feature = "media-ffmpeg")]
+use wan_pipeline::media::{probe_file, read_video, MediaInfo, ResizeMode};
+#[cfg(feature = "media-ffmpeg")]
 use wan_pipeline::Error;
 
 #[path = "../../../tests/support/png.rs"]
@@ -36,6 +43,7 @@ fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
 }
 
 /// A video from the ffmpeg program's test pattern (`+faststart` for mp4s: the index first).
+#[cfg(feature = "media-ffmpeg")]
 fn ffmpeg_video(dir: &Path, name: &str, frames: u32) -> Vec<u8> {
     let path = dir.join(name);
     let mut cmd = Command::new("ffmpeg");
@@ -101,6 +109,7 @@ fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// A panic caught inside an FFmpeg call (reported as "FFmpeg failed (...)") would hide a bug.
+#[cfg(feature = "media-ffmpeg")]
 fn no_caught_panic<T>(result: &wan_pipeline::Result<T>) -> Result<(), TestCaseError> {
     if let Err(Error::Media(m)) = result {
         prop_assert!(!m.contains("FFmpeg failed ("), "a panic was caught: {m}");
@@ -167,6 +176,7 @@ fn a_png_header_is_accepted_exactly_within_the_limits() {
 }
 
 #[test]
+#[cfg(feature = "media-ffmpeg")]
 fn mutated_and_cut_videos_never_panic_and_every_cut_mp4_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mp4 = ffmpeg_video(dir.path(), "seed.mp4", 6);

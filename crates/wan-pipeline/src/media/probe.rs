@@ -1,14 +1,18 @@
 //! What a file is and how big it claims to be, read from its first bytes and its header only.
+//!
+//! Sniffing and the still-image probe need only the `image` crate; a video's header is read by
+//! FFmpeg in `video_probe`, so without the `media-ffmpeg` feature [`probe_file`] recognises a video
+//! and refuses it with [`Error::NoVideoSupport`] instead of failing to build for its callers.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
 use std::path::Path;
 
-use ffmpeg_next as ffmpeg;
 use image::{ImageFormat, ImageReader};
 
-use super::ffmpeg_guard::{av_error, guarded};
 use super::limits::MediaLimits;
+#[cfg(feature = "media-ffmpeg")]
+use super::video_probe::probe_video;
 use crate::{Error, Result};
 
 /// How many leading bytes the sniffer looks at (Matroska/WebM put their doc type within 256).
@@ -109,6 +113,8 @@ pub fn sniff(bytes: &[u8]) -> Option<MediaKind> {
 }
 
 /// Sniffs a file and reads its header facts, checking every limit, without decoding pixels.
+///
+/// A video needs the `media-ffmpeg` feature; without it the answer is [`Error::NoVideoSupport`].
 pub fn probe_file(path: &Path, limits: &MediaLimits) -> Result<MediaInfo> {
     let kind = sniff_file(path, limits)?;
     if kind.is_image() {
@@ -192,70 +198,10 @@ fn probe_image_reader<R: std::io::BufRead + std::io::Seek>(
     Ok(ImageInfo { kind, width, height })
 }
 
-/// Opens the container and reads the best video stream's parameters; no frame is decoded.
-fn probe_video(path: &Path, kind: MediaKind, limits: &MediaLimits) -> Result<VideoInfo> {
-    check_container(path, kind)?;
-    guarded("probing video", || {
-        let input = ffmpeg::format::input(path).map_err(|e| av_error("cannot open video", e))?;
-        video_info(&input, kind, limits)
-    })
-}
-
-/// Structural checks FFmpeg does not make when it opens a file: an MP4 or MOV cut short.
-pub(crate) fn check_container(path: &Path, kind: MediaKind) -> Result<()> {
-    match kind {
-        MediaKind::Mp4 | MediaKind::Mov => super::isobmff::check_top_level_boxes(path),
-        _ => Ok(()),
-    }
-}
-
-/// Reads and checks the header facts of an opened container (shared with the decoder).
-pub(crate) fn video_info(
-    input: &ffmpeg::format::context::Input,
-    kind: MediaKind,
-    limits: &MediaLimits,
-) -> Result<VideoInfo> {
-    let stream = input
-        .streams()
-        .best(ffmpeg::media::Type::Video)
-        .ok_or_else(|| Error::Media("the file has no video stream".to_string()))?;
-    let params = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-        .map_err(|e| av_error("cannot read the video stream parameters", e))?;
-    let codec = ffmpeg::codec::decoder::find(params.id())
-        .map(|c| c.name().to_string())
-        .ok_or_else(|| Error::Media(format!("no decoder for codec {:?}", params.id())))?;
-    let decoder = params
-        .decoder()
-        .video()
-        .map_err(|e| av_error("cannot open the video decoder", e))?;
-    let (width, height) = (decoder.width(), decoder.height());
-    limits.check_dimensions(width, height)?;
-
-    let fps = rate_to_f64(stream.avg_frame_rate())
-        .or_else(|| rate_to_f64(stream.rate()))
-        .unwrap_or(0.0);
-    let duration_s = stream_duration_s(&stream)
-        .or_else(|| (input.duration() > 0).then(|| input.duration() as f64 / 1e6))
-        .unwrap_or(0.0);
-    let (frames, frames_exact) = if stream.frames() > 0 {
-        (stream.frames() as u64, true)
-    } else {
-        ((duration_s * fps).ceil().clamp(0.0, u64::MAX as f64) as u64, false)
-    };
-    limits.check_frames(frames)?;
-    limits.check_duration(duration_s)?;
-    Ok(VideoInfo { kind, width, height, frames, frames_exact, duration_s, fps, codec })
-}
-
-fn stream_duration_s(stream: &ffmpeg::format::stream::Stream) -> Option<f64> {
-    let tb = stream.time_base();
-    (stream.duration() > 0 && tb.denominator() != 0)
-        .then(|| stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
-}
-
-fn rate_to_f64(r: ffmpeg::Rational) -> Option<f64> {
-    (r.numerator() > 0 && r.denominator() > 0)
-        .then(|| f64::from(r.numerator()) / f64::from(r.denominator()))
+/// Without FFmpeg a video is still recognised (so the error can say what it is), never opened.
+#[cfg(not(feature = "media-ffmpeg"))]
+fn probe_video(_path: &Path, kind: MediaKind, _limits: &MediaLimits) -> Result<VideoInfo> {
+    Err(Error::NoVideoSupport { kind })
 }
 
 fn unrecognised(head: &[u8]) -> Error {
@@ -264,4 +210,24 @@ fn unrecognised(head: &[u8]) -> Error {
         "not a recognised image or video (PNG, JPEG, WebP, GIF, MP4, MOV, AVI, WebM, MKV); \
          the file starts with {shown:?}"
     ))
+}
+
+#[cfg(all(test, not(feature = "media-ffmpeg")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_ffmpeg_videos_are_refused_by_type_and_images_still_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = dir.path().join("clip.mp4");
+        std::fs::write(&video, b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2\0\0\0\x08free").unwrap();
+        let err = probe_file(&video, &MediaLimits::default()).unwrap_err();
+        assert!(matches!(err, Error::NoVideoSupport { kind: MediaKind::Mp4 }), "{err:?}");
+        assert!(err.to_string().contains("media-ffmpeg"), "{err}");
+
+        let still = dir.path().join("still.png");
+        image::RgbImage::new(6, 4).save_with_format(&still, ImageFormat::Png).unwrap();
+        let info = probe_file(&still, &MediaLimits::default()).unwrap();
+        assert_eq!(info, MediaInfo::Image(ImageInfo { kind: MediaKind::Png, width: 6, height: 4 }));
+    }
 }

@@ -10,8 +10,9 @@ use image::RgbImage;
 
 use super::ffmpeg_guard::{av_error, guarded};
 use super::limits::MediaLimits;
-use super::probe::{check_container, sniff_file, video_info, VideoInfo};
+use super::probe::{sniff_file, VideoInfo};
 use super::resize::{resize_rgb, ResizeMode};
+use super::video_probe::{check_container, video_info};
 use crate::{Error, Result};
 
 /// Corrupt packets tolerated (skipped) before a file is declared broken: a damaged but playable
