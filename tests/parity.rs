@@ -1,40 +1,83 @@
-//! The parity test: every fixture directory under `$WAN_FIXTURES` (default `../shared/fixtures`)
-//! is loaded, its computation run, and every output compared with the reference's tolerance.
-//! New fixture directories of a known kind are picked up with no code change.
+//! The parity test: every fixture directory under the project's own `fixtures/` and under
+//! `$WAN_FIXTURES` (default `../shared/fixtures`) is loaded, its computation run, and every output
+//! compared with the reference's tolerance. New fixture directories of a known kind are picked up
+//! with no code change.
+//!
+//! Both roots run by default: the shared set is a floor, the project's set (made by
+//! `scripts/fixtures/make_fixtures.py` from configs where every pair of sizes differs) covers what
+//! the shared tiny models cannot. A fixture name present in both roots runs twice, labelled with
+//! its root, so a collision never hides one.
 //!
 //! Run with `cargo test --release --test parity`. Optional: `WAN_PARITY_FILTER=substring` runs only
 //! the fixtures whose name contains it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use wan_pipeline::parity::{compare, discover, prepare, Fixture, RunOptions};
 
-fn fixtures_root() -> PathBuf {
-    match std::env::var_os("WAN_FIXTURES") {
+/// One root of fixture directories and whether it must exist.
+struct Root {
+    label: &'static str,
+    path: PathBuf,
+    required: bool,
+}
+
+fn fixture_roots() -> Vec<Root> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shared = match std::env::var_os("WAN_FIXTURES") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        None => manifest_dir.join("../shared/fixtures"),
+    };
+    vec![
+        Root { label: "shared", path: shared, required: true },
+        Root { label: "project", path: manifest_dir.join("fixtures"), required: false },
+    ]
+}
+
+/// Every fixture directory of every root, each with the name it is reported under: its directory
+/// name, or `name [root]` when another root has a fixture of the same name.
+fn fixture_dirs() -> Result<Vec<(String, PathBuf)>, String> {
+    let mut found = Vec::new();
+    for root in fixture_roots() {
+        if !root.path.is_dir() && !root.required {
+            continue;
+        }
+        let dirs = discover(&root.path).map_err(|e| format!("cannot read fixtures at {}: {e}", root.path.display()))?;
+        found.extend(dirs.into_iter().map(|d| (root.label, d)));
     }
+    let name = |d: &PathBuf| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for (_, d) in &found {
+        *counts.entry(name(d)).or_default() += 1;
+    }
+    Ok(found
+        .into_iter()
+        .map(|(label, d)| {
+            let n = name(&d);
+            let shown = if counts[&n] > 1 { format!("{n} [{label}]") } else { n };
+            (shown, d)
+        })
+        .collect())
 }
 
 fn main() -> ExitCode {
-    let root = fixtures_root();
     let filter = std::env::var("WAN_PARITY_FILTER").unwrap_or_default();
-    let dirs = match discover(&root) {
+    let dirs = match fixture_dirs() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("parity: cannot read fixtures at {}: {e}", root.display());
+            eprintln!("parity: {e}");
             return ExitCode::FAILURE;
         }
     };
     if dirs.is_empty() {
-        eprintln!("parity: no fixture directories under {}", root.display());
+        eprintln!("parity: no fixture directories under any root");
         return ExitCode::FAILURE;
     }
     let opts = RunOptions::default();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for dir in dirs {
-        let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for (label, dir) in dirs {
         if !filter.is_empty() && !label.contains(&filter) {
             continue;
         }
@@ -54,25 +97,25 @@ fn main() -> ExitCode {
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(None) => {
-                println!("fixture {} ({}): skipped: {} not implemented yet", fixture.name, fixture.kind, fixture.kind);
+                println!("fixture {label} ({}): skipped: {} not implemented yet", fixture.kind, fixture.kind);
                 skipped += 1;
             }
             Ok(Some(report)) if report.passed() => {
                 println!(
-                    "fixture {} ({}): ok, max_abs_err={:.3e} (in {}) [{secs:.1} s]",
-                    fixture.name, fixture.kind, report.max_abs_err, report.worst_tensor
+                    "fixture {label} ({}): ok, max_abs_err={:.3e} (in {}) [{secs:.1} s]",
+                    fixture.kind, report.max_abs_err, report.worst_tensor
                 );
                 passed += 1;
             }
             Ok(Some(report)) => {
-                println!("fixture {} ({}): FAIL max_abs_err={:.3e} [{secs:.1} s]", fixture.name, fixture.kind, report.max_abs_err);
+                println!("fixture {label} ({}): FAIL max_abs_err={:.3e} [{secs:.1} s]", fixture.kind, report.max_abs_err);
                 for m in &report.mismatches {
                     println!("    {}: {}", m.tensor, m.detail);
                 }
                 failed += 1;
             }
             Err(e) => {
-                println!("fixture {} ({}): FAIL error: {e}", fixture.name, fixture.kind);
+                println!("fixture {label} ({}): FAIL error: {e}", fixture.kind);
                 failed += 1;
             }
         }

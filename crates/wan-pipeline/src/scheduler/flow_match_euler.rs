@@ -11,6 +11,7 @@ use candle_core::{DType, Tensor};
 use super::config::FlowMatchEulerConfig;
 use super::schedule::Schedule;
 use super::tables::{as_f32, linspace, shift_sigma, shift_sigma_f32, stretch_to_terminal};
+use super::noising::per_sample;
 use super::weighted_sum;
 use crate::{Error, Result};
 
@@ -112,16 +113,31 @@ impl FlowMatchEulerDiscrete {
     /// The forward process `sigma * noise + (1 - sigma) * sample` at `timestep` (diffusers'
     /// `scale_noise`, sigma chosen like `add_noise`). Returns `sample`'s dtype.
     pub fn scale_noise(&self, sample: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.scale_noise_per_sample(sample, noise, &[timestep])
+    }
+
+    /// [`Self::scale_noise`] with one timestep per sample of dimension 0 (or one for all): each
+    /// sample gets the sigma diffusers' `scale_noise` picks for its timestep (every sample the
+    /// same position once a begin index is set, as diffusers repeats it).
+    pub fn scale_noise_per_sample(&self, sample: &Tensor, noise: &Tensor, timesteps: &[f64]) -> Result<Tensor> {
         if self.schedule.timesteps().is_empty() {
             return Err(Error::InvalidInput("flow-match Euler: set_timesteps must be called before scale_noise".into()));
         }
-        let index = self.schedule.noise_position(|| self.index_for(timestep))?;
-        let sigma = *self.schedule.sigmas().get(index).ok_or_else(|| {
-            Error::InvalidInput(format!("flow-match Euler scale_noise: index {index} outside the schedule"))
-        })?;
+        let sigmas = timesteps.iter().map(|&t| self.noise_sigma(t)).collect::<Result<Vec<_>>>()?;
         let dtype = sample.dtype();
         let sample = sample.to_dtype(DType::F32)?;
         let noise = noise.to_dtype(DType::F32)?;
-        Ok(weighted_sum(&[(sigma, noise), (as_f32(1.0 - sigma), sample)])?.to_dtype(dtype)?)
+        let mixed = per_sample(&sample, &noise, &sigmas, |sigma, sample, noise| {
+            weighted_sum(&[(sigma, noise.clone()), (as_f32(1.0 - sigma), sample.clone())])
+        })?;
+        Ok(mixed.to_dtype(dtype)?)
+    }
+
+    /// The sigma `scale_noise` uses for `timestep`.
+    fn noise_sigma(&self, timestep: f64) -> Result<f64> {
+        let index = self.schedule.noise_position(|| self.index_for(timestep))?;
+        self.schedule.sigmas().get(index).copied().ok_or_else(|| {
+            Error::InvalidInput(format!("flow-match Euler scale_noise: index {index} outside the schedule"))
+        })
     }
 }

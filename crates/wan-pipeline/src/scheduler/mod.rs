@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod flow_match_euler;
+mod noising;
 pub mod schedule;
 pub mod tables;
 pub mod unipc;
@@ -132,9 +133,15 @@ impl Scheduler {
 
     /// Noise `original` to `timestep` (UniPC add_noise / Euler scale_noise), in `original`'s dtype.
     pub fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.add_noise_per_sample(original, noise, &[timestep])
+    }
+
+    /// [`Self::add_noise`] with one timestep per sample of dimension 0 (or one for all), as
+    /// diffusers takes a (B,) timestep tensor.
+    pub fn add_noise_per_sample(&self, original: &Tensor, noise: &Tensor, timesteps: &[f64]) -> Result<Tensor> {
         match self {
-            Self::UniPc(s) => s.add_noise(original, noise, timestep),
-            Self::FlowMatchEuler(s) => s.scale_noise(original, noise, timestep),
+            Self::UniPc(s) => s.add_noise_per_sample(original, noise, timesteps),
+            Self::FlowMatchEuler(s) => s.scale_noise_per_sample(original, noise, timesteps),
         }
     }
 

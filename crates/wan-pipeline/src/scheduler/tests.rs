@@ -201,3 +201,65 @@ fn model_directories_pick_their_class() {
     assert_eq!(euler.shift(), 7.0);
     assert!(matches!(Scheduler::from_model_dir(&models, None), Err(Error::MissingModelFile { .. })));
 }
+
+/// (2, 3) original and noise of the per-sample noising tests (the values of the diffusers run
+/// that produced the expected numbers below).
+fn noising_pair() -> (Tensor, Tensor) {
+    let dev = Device::Cpu;
+    let original = Tensor::new(&[[0.5f32, 1.0, 1.5], [2.0, 2.5, 3.0]], &dev).unwrap();
+    let noise = Tensor::new(&[[-1.0f32, 0.5, 2.0], [0.25, -3.0, 1.0]], &dev).unwrap();
+    (original, noise)
+}
+
+fn assert_values(got: &Tensor, want: &[f32]) {
+    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "element {i}: {g} vs diffusers {w}");
+    }
+}
+
+#[test]
+fn unipc_add_noise_takes_one_timestep_per_sample() {
+    // diffusers 0.42.1: UniPCMultistepScheduler(flow_shift=3, ...).set_timesteps(5) gives
+    // timesteps [999, 923, 818, 667, 429]; add_noise(original, noise, tensor([923, 667])) and
+    // add_noise(original, noise, tensor([818])) returned these.
+    let s = scheduler(unipc_json(), None, 5);
+    assert_eq!(s.timesteps(), &[999.0, 923.0, 818.0, 667.0, 429.0]);
+    let (original, noise) = noising_pair();
+    let got = s.add_noise_per_sample(&original, &noise, &[923.0, 667.0]).unwrap();
+    assert_values(&got, &[-0.8847485, 0.53841716, 1.9615829, 0.83236176, -1.1697202, 1.6655563]);
+    let one = [-0.72764444, 0.59078515, 1.9092149, 0.56774813, -2.001363, 1.3631407];
+    assert_values(&s.add_noise_per_sample(&original, &noise, &[818.0]).unwrap(), &one);
+    // The scalar entry point is the one-timestep case.
+    assert_values(&s.add_noise(&original, &noise, 818.0).unwrap(), &one);
+}
+
+#[test]
+fn euler_scale_noise_takes_one_timestep_per_sample() {
+    // diffusers 0.42.1: FlowMatchEulerDiscreteScheduler(shift=3).set_timesteps(5) gives
+    // timesteps [1000, 900.35907, 751.1211, 502.98505, 8.928572]; scale_noise(original,
+    // tensor([1000, 8.928572]), noise) returned the first row; after set_begin_index(2) every
+    // sample takes sigmas[2] whatever its timestep.
+    let mut s = scheduler(euler_json(), None, 5);
+    let t = s.timesteps().to_vec();
+    assert_eq!((t[0], t[4] as f32), (1000.0, 8.928572));
+    let (original, noise) = noising_pair();
+    let got = s.add_noise_per_sample(&original, &noise, &[t[0], t[4]]).unwrap();
+    assert_values(&got, &[-1.0, 0.5, 2.0, 1.984375, 2.4508929, 2.9821427]);
+    s.set_begin_index(2);
+    let got = s.add_noise_per_sample(&original, &noise, &[t[0], t[4]]).unwrap();
+    assert_values(&got, &[-0.6266817, 0.62443948, 1.8755605, 0.68553805, -1.6311661, 1.4977578]);
+}
+
+#[test]
+fn per_sample_noising_refuses_a_mismatched_batch() {
+    let s = scheduler(unipc_json(), None, 5);
+    let (original, noise) = noising_pair();
+    for timesteps in [&[][..], &[999.0, 923.0, 818.0][..]] {
+        let err = s.add_noise_per_sample(&original, &noise, timesteps).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    }
+    let short = noise.narrow(1, 0, 2).unwrap();
+    assert!(s.add_noise_per_sample(&original, &short, &[999.0]).is_err());
+}

@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor};
 use super::config::{FinalSigmasType, SolverType, UniPcConfig};
 use super::schedule::Schedule;
 use super::tables::{self, as_f32, linspace, shift_sigma, stretch_to_terminal};
+use super::noising::per_sample;
 use super::weighted_sum;
 use crate::{Error, Result};
 
@@ -282,18 +283,32 @@ impl UniPcMultistep {
     /// chosen as diffusers' `add_noise` does (looked up when no begin index is set; otherwise the
     /// current step, or the begin index before the first step). Returns `original`'s dtype.
     pub fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.add_noise_per_sample(original, noise, &[timestep])
+    }
+
+    /// [`Self::add_noise`] with one timestep per sample of dimension 0 (or one for all), each
+    /// sample at the sigma diffusers picks for its timestep.
+    pub fn add_noise_per_sample(&self, original: &Tensor, noise: &Tensor, timesteps: &[f64]) -> Result<Tensor> {
         if self.num_inference_steps.is_none() {
             return Err(Error::InvalidInput("UniPC: set_timesteps must be called before add_noise".into()));
         }
-        let index = self.schedule.noise_position(|| self.index_for(timestep))?;
-        let sigma = *self
-            .schedule
-            .sigmas()
-            .get(index)
-            .ok_or_else(|| Error::InvalidInput(format!("UniPC add_noise: index {index} outside the schedule")))?;
+        let sigmas = timesteps
+            .iter()
+            .map(|&t| {
+                let index = self.schedule.noise_position(|| self.index_for(t))?;
+                self.schedule
+                    .sigmas()
+                    .get(index)
+                    .copied()
+                    .ok_or_else(|| Error::InvalidInput(format!("UniPC add_noise: index {index} outside the schedule")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let dtype = original.dtype();
         let original = original.to_dtype(DType::F32)?;
         let noise = noise.to_dtype(DType::F32)?;
-        Ok(weighted_sum(&[(1.0 - sigma, original), (sigma, noise)])?.to_dtype(dtype)?)
+        let mixed = per_sample(&original, &noise, &sigmas, |sigma, original, noise| {
+            weighted_sum(&[(1.0 - sigma, original.clone()), (sigma, noise.clone())])
+        })?;
+        Ok(mixed.to_dtype(dtype)?)
     }
 }

@@ -133,6 +133,10 @@ impl TextProjection {
 }
 
 /// `condition_embedder.image_embedder` (i2v): FP32LayerNorm, FeedForward(GELU erf), FP32LayerNorm.
+///
+/// diffusers builds the feed-forward as `FeedForward(image_dim, dim, mult=1)`, whose hidden width
+/// is `int(image_dim * mult)` = `image_dim` (1280 for the 14B I2V model, not its dim 5120):
+/// `ff.net.0.proj` is image_dim -> image_dim and `ff.net.2` image_dim -> dim.
 #[derive(Debug, Clone)]
 pub struct ImageEmbedding {
     norm1: Fp32LayerNorm,
@@ -147,7 +151,7 @@ impl ImageEmbedding {
     pub fn new(image_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm1: Fp32LayerNorm::affine(image_dim, Self::EPS, vb.pp("norm1"))?,
-            ff: FeedForward::new(image_dim, dim, dim, Activation::GeluErf, vb.pp("ff"))?,
+            ff: FeedForward::new(image_dim, image_dim, dim, Activation::GeluErf, vb.pp("ff"))?,
             norm2: Fp32LayerNorm::affine(dim, Self::EPS, vb.pp("norm2"))?,
         })
     }
@@ -194,5 +198,53 @@ impl ConditionEmbedder {
         // (B, 6 * dim) -> (B, 6, dim)
         let proj = self.time_proj.forward(&temb.silu()?)?.reshape((b, 6, dim))?;
         Ok((temb, proj))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::Device;
+
+    use super::*;
+
+    /// The tensors of an image embedder with `image_dim` 3, `dim` 5 and the given hidden width
+    /// of `ff.net.0.proj` (diffusers: `image_dim`). `ff.net.2` maps to a constant row `v` (zero
+    /// weight, bias v), so the output is exactly `norm2(v)` whatever the input.
+    fn embedder_tensors(hidden: usize, v: &[f32]) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        let (image_dim, dim) = (3, v.len());
+        HashMap::from([
+            ("norm1.weight".into(), Tensor::ones(image_dim, DType::F32, &dev).unwrap()),
+            ("norm1.bias".into(), Tensor::zeros(image_dim, DType::F32, &dev).unwrap()),
+            ("ff.net.0.proj.weight".into(), Tensor::ones((hidden, image_dim), DType::F32, &dev).unwrap()),
+            ("ff.net.0.proj.bias".into(), Tensor::zeros(hidden, DType::F32, &dev).unwrap()),
+            ("ff.net.2.weight".into(), Tensor::zeros((dim, hidden), DType::F32, &dev).unwrap()),
+            ("ff.net.2.bias".into(), Tensor::new(v, &dev).unwrap()),
+            ("norm2.weight".into(), Tensor::ones(dim, DType::F32, &dev).unwrap()),
+            ("norm2.bias".into(), Tensor::zeros(dim, DType::F32, &dev).unwrap()),
+        ])
+    }
+
+    #[test]
+    fn image_embedder_hidden_width_is_image_dim() {
+        let v = [1f32, 2.0, 3.0, 4.0, 10.0];
+        let vb = VarBuilder::from_tensors(embedder_tensors(3, &v), DType::F32, &Device::Cpu);
+        let embedder = ImageEmbedding::new(3, 5, vb).unwrap();
+        let image = Tensor::new(&[[[0.5f32, -1.0, 2.0], [3.0, 0.0, 1.0]]], &Device::Cpu).unwrap();
+        let out: Vec<Vec<f32>> = embedder.forward(&image, DType::F32).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let mean = v.iter().sum::<f32>() / 5.0;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / 5.0;
+        for row in out {
+            assert_eq!(row.len(), 5);
+            for (got, x) in row.iter().zip(v) {
+                let want = (x - mean) / (var + 1e-5).sqrt();
+                assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+            }
+        }
+        // A checkpoint whose hidden width is dim (what the port used to expect) is refused.
+        let vb = VarBuilder::from_tensors(embedder_tensors(5, &v), DType::F32, &Device::Cpu);
+        assert!(ImageEmbedding::new(3, 5, vb).is_err());
     }
 }
