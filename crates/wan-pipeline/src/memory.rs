@@ -9,7 +9,6 @@
 //! bounds meant for admission, not an allocator trace.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 
 use candle_core::{DType, Device};
@@ -72,10 +71,7 @@ impl WeightBytes {
     pub fn of_dir(model_dir: &Path, kind: ModelKind, dtype: DType) -> Result<Self> {
         let size = |component: &str| -> Result<u64> {
             let files = crate::loader::safetensors_files(&model_dir.join(component))?;
-            let mut elements = 0u64;
-            for file in files {
-                elements += safetensors_elements(&file)?;
-            }
+            let elements = crate::loader::streaming::StreamingSafetensors::open(&files)?.element_count();
             Ok(elements * dtype.size_in_bytes() as u64)
         };
         Ok(WeightBytes {
@@ -85,33 +81,6 @@ impl WeightBytes {
             vae: size("vae")?,
         })
     }
-}
-
-/// The number of elements stored in one safetensors file, from its JSON header alone.
-fn safetensors_elements(path: &Path) -> Result<u64> {
-    let corrupt = |why: String| Error::InvalidInput(format!("{} is not a valid safetensors file: {why}", path.display()));
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let len = u64::from_le_bytes(len);
-    // The format caps the header at 100 MB; a larger length is a corrupt or hostile file.
-    if len > 100_000_000 {
-        return Err(corrupt(format!("header length {len}")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
-    let mut elements = 0u64;
-    for (name, entry) in header.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
-        let shape = entry.get("shape").and_then(|s| s.as_array()).ok_or_else(|| corrupt(format!("{name} has no shape")))?;
-        let mut n = 1u64;
-        for d in shape {
-            n = n.saturating_mul(d.as_u64().ok_or_else(|| corrupt(format!("{name} has a bad shape")))?);
-        }
-        elements = elements.saturating_add(n);
-    }
-    Ok(elements)
 }
 
 /// What a job needs: the resident weights, and each stage's working set.

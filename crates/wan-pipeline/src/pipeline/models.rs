@@ -95,7 +95,8 @@ pub struct WanModels {
 
 impl WanModels {
     /// Loads a diffusers Wan pipeline directory, every component in `dtype` on `device`
-    /// (memory-mapped; see `loader`). Fails before loading anything if a component is missing.
+    /// (read tensor by tensor, never memory-mapped; see `loader`). Fails before loading anything
+    /// if a component is missing.
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let kind = check_complete(model_dir)?;
         let text_encoder = WanTextEncoder::load(model_dir, dtype, device)?;

@@ -10,7 +10,6 @@ pub mod layers;
 pub mod model;
 pub mod qk_norm;
 pub mod rope;
-pub mod weights;
 
 pub use config::WanTransformerConfig;
 pub use model::{ForwardTrace, PreparedContext, WanTransformer3DModel};

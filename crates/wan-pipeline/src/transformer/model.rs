@@ -13,7 +13,6 @@ use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
 use super::fused::norm_affine;
 use crate::linear::{linear, Linear};
 use super::rope::{RopeTables, RotaryEmbedding};
-use super::weights;
 use crate::{Error, Result};
 
 /// The debug intermediates of one forward, named as the parity fixtures name them.
@@ -97,7 +96,7 @@ impl WanTransformer3DModel {
     pub fn load(transformer_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let cfg: WanTransformerConfig = crate::loader::read_config(transformer_dir)?;
         cfg.validate()?;
-        let vb = weights::var_builder(transformer_dir, dtype, device)?;
+        let vb = crate::loader::var_builder(transformer_dir, dtype, device)?;
         Self::new(&cfg, vb)
     }
 

@@ -3,9 +3,11 @@
 //! A component directory (`transformer/`, `vae/`, `text_encoder/`, ...) holds its weights under
 //! the standard names diffusers and transformers look for (one `diffusion_pytorch_model` /
 //! `model` `.safetensors`, or the shards its `.safetensors.index.json` names); other safetensors
-//! files beside them are not part of the component. The weights are
-//! memory-mapped and converted to the requested dtype tensor by tensor when a layer asks for them,
+//! files beside them are not part of the component. The weights are read tensor by tensor with
+//! positioned reads ([`streaming`]) and converted to the requested dtype as a layer asks for them,
 //! so no second full copy of the checkpoint is ever held.
+
+pub mod streaming;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -118,13 +120,13 @@ fn shards_of_index(component_dir: &Path, index_path: &Path) -> Result<Vec<PathBu
     Ok(files)
 }
 
-/// A `VarBuilder` over the memory-mapped weights of one component, converting to `dtype`.
+/// A `VarBuilder` over the weights of one component (one file or the shards of an index),
+/// converting each tensor to `dtype` as it is read: at most one copy of the component plus one
+/// tensor is ever resident (see [`streaming`]).
 pub fn var_builder(component_dir: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
     let files = safetensors_files(component_dir)?;
-    // SAFETY: the files are mapped read-only; like every mmap user we rely on nobody truncating
-    // the model files while the server runs.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-    Ok(vb)
+    let backend = streaming::StreamingSafetensors::open(&files)?;
+    Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
 }
 
 /// The device to run on: the first CUDA device when built with `cuda` and one is present,
