@@ -100,6 +100,14 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
 /// Attention of q (B, Lq, H * D) to k, v (B, Lk, H * D), head h in columns `h * D .. (h + 1) * D`;
 /// returns (B, Lq, H * D) in q's dtype. `key_bias` as in [`chunked_attention`].
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> Result<Tensor> {
+    // Flash attention (CUDA, `flash-attn` feature) first; it has no per-key bias.
+    if key_bias.is_none() {
+        let head_dim = q.dim(2)? / heads.max(1);
+        let scale = 1.0 / (head_dim.max(1) as f32).sqrt();
+        if let Some(out) = crate::kernels::flash::flash_attention(q, k, v, heads, scale)? {
+            return Ok(out);
+        }
+    }
     if let Some(out) = crate::kernels::attention(q, k, v, heads, key_bias)? {
         return Ok(out);
     }
