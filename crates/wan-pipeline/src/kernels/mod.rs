@@ -17,6 +17,7 @@ mod aligned;
 mod attention;
 mod avx512;
 mod elem;
+pub mod flash;
 mod gelu;
 mod gemm;
 mod linear_op;

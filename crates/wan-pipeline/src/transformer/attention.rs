@@ -114,6 +114,14 @@ pub fn set_fused_attention(enabled: bool) {
 /// returns (B, Lq, H * D) in q's dtype. `key_bias` as in [`chunked_attention`].
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> Result<Tensor> {
     if FUSED_ATTENTION.load(Ordering::Relaxed) {
+        // Flash attention (CUDA, `flash-attn` feature) first; it has no per-key bias.
+        if key_bias.is_none() {
+            let head_dim = q.dim(2)? / heads.max(1);
+            let scale = 1.0 / (head_dim.max(1) as f32).sqrt();
+            if let Some(out) = crate::kernels::flash::flash_attention(q, k, v, heads, scale)? {
+                return Ok(out);
+            }
+        }
         if let Some(out) = crate::kernels::attention(q, k, v, heads, key_bias)? {
             return Ok(out);
         }
