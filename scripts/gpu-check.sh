@@ -154,7 +154,7 @@ chunked_s=$(val ours_chunked forward_median_s)
   echo "| DiT forward, chunked attention | $(or_dash "$chunked_s") s | diffusers SDPA $(or_dash "$torch_s") s | $(ratio "$chunked_s" "$torch_s") |"
   echo "| diffusers forward peak allocated | - | $(or_dash "$(val torch_forward torch_forward_peak_gib)") GiB | - |"
   echo "| whole t2v job ${size}, 2 steps: peak GPU memory (nvidia-smi) | $(or_dash "$smi_peak") MiB | official Wan2.1 on RTX 4090: 8.2 GB | goal <= 8.2 GB |"
-  echo "| job: sampled peak / estimate / weights | $(or_dash "$(val job job_sampled_peak_gib)") / $(or_dash "$(val job job_estimate_gib)") / $(or_dash "$(val job job_weights_gib)") GiB | - | - |"
+  echo "| job: sampled peak / estimate / weights | $(or_dash "$(val job job_sampled_peak_mib)") / $(or_dash "$(val job job_estimate_mib)") / $(or_dash "$(val job job_weights_mib)") MiB | - | - |"
   echo "| job stages: load / text / steps / decode | $(or_dash "$(val job job_load_s)") / $(or_dash "$(val job job_text_s)") / $(or_dash "$(val job job_steps_s)") / $(or_dash "$(val job job_decode_s)") s | - | $(or_dash "$(val job job_frames)") frames |"
   echo
   echo "gpu-check: done in $(( $(date +%s) - started )) s; log at $log"

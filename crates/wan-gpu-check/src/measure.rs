@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use wan_pipeline::memory::{estimate, human_bytes, JobShape, WeightBytes};
+use wan_pipeline::memory::{estimate, JobShape, WeightBytes};
 use wan_pipeline::parity::{compare, discover, prepare, Fixture, RunOptions, BF16_TOLERANCE};
 use wan_pipeline::pipeline::{self, Conditioning, Control, GenerationParams, WanModels};
 use wan_pipeline::transformer::WanTransformer3DModel;
@@ -183,12 +183,13 @@ pub fn job(dir: &Path, dtype: DType, device: &Device, [width, height, frames]: [
     })?;
     device.synchronize()?;
     let decode_s = t.elapsed().as_secs_f64();
-    let peak = watch.peak_used().map_or("unknown".to_string(), |b| format!("{:.2}", b as f64 / (1u64 << 30) as f64));
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 20) as f64);
+    let peak = watch.peak_used().map_or("unknown".to_string(), mib);
     println!(
-        "job_size={width}x{height}x{frames} job_steps={steps} job_load_s={load_s:.2} job_text_s={text_s:.3} job_steps_s={steps_s:.3} job_decode_s={decode_s:.3} job_frames={decoded} job_weights_gib={:.2} job_sampled_peak_gib={peak} job_estimate_gib={:.2}",
-        weights.total() as f64 / (1u64 << 30) as f64,
-        expected.peak() as f64 / (1u64 << 30) as f64,
+        "job_size={width}x{height}x{frames} job_steps={steps} job_load_s={load_s:.2} job_text_s={text_s:.3} job_steps_s={steps_s:.3} job_decode_s={decode_s:.3} job_frames={decoded} job_weights_mib={} job_sampled_peak_mib={peak} job_estimate_mib={}",
+        mib(weights.total()),
+        mib(expected.peak()),
     );
-    println!("job_estimate: {expected} (weights {})", human_bytes(weights.total()));
+    println!("job_estimate: {expected}");
     Ok(())
 }

@@ -64,8 +64,8 @@ fn a_whole_job_reports_its_stages_frames_and_memory() {
     ]);
     assert_eq!(value(&out, "job_frames"), "9", "{out}");
     assert_eq!(value(&out, "job_size"), "64x48x9");
-    let estimate: f64 = value(&out, "job_estimate_gib").parse().unwrap();
-    let weights: f64 = value(&out, "job_weights_gib").parse().unwrap();
-    assert!(estimate >= weights && weights > 0.0, "{out}");
-    assert_ne!(value(&out, "job_sampled_peak_gib"), "unknown", "{out}");
+    let estimate: f64 = value(&out, "job_estimate_mib").parse().unwrap();
+    let weights: f64 = value(&out, "job_weights_mib").parse().unwrap();
+    assert!(estimate > weights && weights > 0.0, "{out}");
+    assert_ne!(value(&out, "job_sampled_peak_mib"), "unknown", "{out}");
 }
