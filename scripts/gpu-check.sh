@@ -37,7 +37,7 @@ IFS=x read -r width height frames <<<"$size"
 out=${OUT:-$(mktemp -d)}
 log="$out/gpu-check.log"
 work=${GPU_CHECK_WORK:-/tmp/wan-gpu-check}
-mkdir -p "$work"
+mkdir -p "$work" "$out"
 : >"$log"
 
 say() { echo "$*" | tee -a "$log"; }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use wan_pipeline::memory::{estimate, JobShape, WeightBytes};
-use wan_pipeline::parity::{compare, discover, prepare, Fixture, RunOptions, BF16_TOLERANCE};
+use wan_pipeline::parity::{compare, compare_half_precision, discover, prepare, Fixture, RunOptions, BF16_TOLERANCE};
 use wan_pipeline::pipeline::{self, Conditioning, Control, GenerationParams, WanModels};
 use wan_pipeline::transformer::WanTransformer3DModel;
 
@@ -44,7 +44,7 @@ pub fn parity(roots: &[PathBuf], dtype: DType, device: &Device) -> Result<()> {
     let mut worst = 0f64;
     for root in roots {
         for dir in discover(root).with_context(|| format!("reading fixtures at {}", root.display()))? {
-            let mut fixture = match Fixture::load(&dir) {
+            let fixture = match Fixture::load(&dir) {
                 Ok(f) => f,
                 Err(e) => {
                     println!("fixture {}: FAIL cannot load: {e}", dir.display());
@@ -52,13 +52,15 @@ pub fn parity(roots: &[PathBuf], dtype: DType, device: &Device) -> Result<()> {
                     continue;
                 }
             };
-            if dtype != DType::F32 {
-                fixture.loosen_to(BF16_TOLERANCE);
-            }
             let started = Instant::now();
             let result = prepare(&fixture, &opts).and_then(|c| match c {
                 None => Ok(None),
-                Some(mut run) => run().and_then(|out| compare(&fixture, &out)).map(Some),
+                Some(mut run) => run()
+                    .and_then(|out| match dtype {
+                        DType::F32 => compare(&fixture, &out),
+                        _ => compare_half_precision(&fixture, &out, BF16_TOLERANCE),
+                    })
+                    .map(Some),
             });
             let secs = started.elapsed().as_secs_f64();
             match result {

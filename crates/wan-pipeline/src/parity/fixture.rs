@@ -95,17 +95,6 @@ impl Fixture {
         self.tolerance_per_tensor.get(tensor).copied().unwrap_or(self.tolerance)
     }
 
-    /// Raises every tolerance of the fixture to at least `floor` (a half-precision run against
-    /// the float32 reference, see [`super::BF16_TOLERANCE`]).
-    pub fn loosen_to(&mut self, floor: Tolerance) {
-        let raise = |t: &mut Tolerance| {
-            t.atol = t.atol.max(floor.atol);
-            t.rtol = t.rtol.max(floor.rtol);
-        };
-        raise(&mut self.tolerance);
-        self.tolerance_per_tensor.values_mut().for_each(raise);
-    }
-
     /// A file shipped beside the manifest (a PNG input, say).
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)

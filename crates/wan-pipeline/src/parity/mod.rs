@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use compare::{compare, Mismatch, Report};
+pub use compare::{compare, compare_half_precision, HalfPrecisionTolerance, Mismatch, Report, BF16_TOLERANCE};
 pub use fixture::{discover, Fixture, Tolerance};
 
 use crate::Result;
@@ -32,13 +32,6 @@ pub type Outputs = BTreeMap<String, Tensor>;
 
 /// A prepared fixture computation (models already loaded): each call runs it once.
 pub type Computation = Box<dyn FnMut() -> Result<Outputs>>;
-
-/// The tolerance a bf16 run is held to against the float32 fixtures (integer outputs stay
-/// exact). bf16 keeps 8 significant bits (a relative step of 2^-8 = 3.9e-3 per rounding); through
-/// the 30 blocks of the 1.3B DiT our bf16 forward is 3.6e-2 off the float32 reference, and
-/// PyTorch's own bf16 forward 4.0e-2, so 5e-2 absolute plus 5e-2 relative admits both and still
-/// fails a wrong layer (whose error is of the order of the values themselves).
-pub const BF16_TOLERANCE: Tolerance = Tolerance { atol: 5e-2, rtol: 5e-2 };
 
 /// How to run a fixture: on which device and in which floating-point dtype.
 #[derive(Debug, Clone)]
