@@ -1,6 +1,6 @@
 //! Elementwise comparison of computed tensors with the reference outputs.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 
 use super::{Fixture, Outputs};
 use crate::Result;
@@ -32,25 +32,31 @@ fn is_integer(dtype: DType) -> bool {
     matches!(dtype, DType::U8 | DType::U32 | DType::I64)
 }
 
+/// Every expected tensor (by name, sorted) beside the computed one of the same name and shape;
+/// a missing output or a shape difference goes to `report` as a mismatch instead.
+fn paired_tensors<'a>(fixture: &'a Fixture, actual: &'a Outputs, report: &mut Report) -> Vec<(&'a String, &'a Tensor, &'a Tensor)> {
+    let mut names: Vec<&String> = fixture.expected.keys().collect();
+    names.sort();
+    let mut pairs = Vec::with_capacity(names.len());
+    for name in names {
+        let expected = &fixture.expected[name];
+        match actual.get(name) {
+            None => report.mismatches.push(Mismatch { tensor: name.clone(), detail: "not produced".into() }),
+            Some(got) if got.dims() != expected.dims() => report.mismatches.push(Mismatch {
+                tensor: name.clone(),
+                detail: format!("shape {:?}, expected {:?}", got.dims(), expected.dims()),
+            }),
+            Some(got) => pairs.push((name, expected, got)),
+        }
+    }
+    pairs
+}
+
 /// Compares every tensor of `outputs.safetensors` with the output of the same name.
 /// A missing output or a shape difference is a mismatch; integer tensors must be equal.
 pub fn compare(fixture: &Fixture, actual: &Outputs) -> Result<Report> {
-    let mut names: Vec<&String> = fixture.expected.keys().collect();
-    names.sort();
     let mut report = Report { max_abs_err: 0.0, worst_tensor: String::new(), mismatches: Vec::new() };
-    for name in names {
-        let expected = &fixture.expected[name];
-        let Some(got) = actual.get(name) else {
-            report.mismatches.push(Mismatch { tensor: name.clone(), detail: "not produced".into() });
-            continue;
-        };
-        if got.dims() != expected.dims() {
-            report.mismatches.push(Mismatch {
-                tensor: name.clone(),
-                detail: format!("shape {:?}, expected {:?}", got.dims(), expected.dims()),
-            });
-            continue;
-        }
+    for (name, expected, got) in paired_tensors(fixture, actual, &mut report) {
         let tol = if is_integer(expected.dtype()) {
             super::Tolerance { atol: 0.0, rtol: 0.0 }
         } else {
@@ -115,22 +121,8 @@ pub const BF16_TOLERANCE: HalfPrecisionTolerance = HalfPrecisionTolerance { rel_
 /// [`compare`] for a half-precision run: integer tensors exact, float tensors by
 /// [`HalfPrecisionTolerance`].
 pub fn compare_half_precision(fixture: &Fixture, actual: &Outputs, tol: HalfPrecisionTolerance) -> Result<Report> {
-    let mut names: Vec<&String> = fixture.expected.keys().collect();
-    names.sort();
     let mut report = Report { max_abs_err: 0.0, worst_tensor: String::new(), mismatches: Vec::new() };
-    for name in names {
-        let expected = &fixture.expected[name];
-        let Some(got) = actual.get(name) else {
-            report.mismatches.push(Mismatch { tensor: name.clone(), detail: "not produced".into() });
-            continue;
-        };
-        if got.dims() != expected.dims() {
-            report.mismatches.push(Mismatch {
-                tensor: name.clone(),
-                detail: format!("shape {:?}, expected {:?}", got.dims(), expected.dims()),
-            });
-            continue;
-        }
+    for (name, expected, got) in paired_tensors(fixture, actual, &mut report) {
         let e: Vec<f64> = expected.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
         let a: Vec<f64> = got.flatten_all()?.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?.to_vec1()?;
         let n = e.len().max(1) as f64;
