@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds wan-pipeline with the `flash-attn` feature (candle-flash-attn, vendored in
-# third_party/candle-flash-attn) in its own target dir (target/flash), and times it.
+# third_party/candle-flash-attn) in the CUDA build's target dir (target/cuda, so that
+# candle-kernels' PTX is shared with scripts/build-cuda.sh), and times it.
 # Needs what scripts/build-cuda.sh needs (the CUDA 13.0 wheels venv from
 # `scripts/install-deps.sh --cuda`, gcc, cargo, PyPI on the first run), plus the `nvidia-cutlass`
 # 4.2.0.0 wheel, installed here into the same venv for its C++ headers
@@ -41,6 +42,6 @@ mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR"
 cuda_version="$(nvcc --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')"
 echo "build-flash-attn: CUDA $cuda_version, CUTLASS from $CUTLASS_INCLUDE_DIR, archs $CANDLE_FLASH_ATTN_CUDA_ARCHS, kernels cached in $CANDLE_FLASH_ATTN_BUILD_DIR"
 start=$(date +%s)
-cargo build --release --features flash-attn -p wan-pipeline --target-dir target/flash
+cargo build --release --features flash-attn -p wan-pipeline --target-dir target/cuda
 echo "build-flash-attn: cargo build took $(( $(date +%s) - start )) s"
 echo "build-flash-attn: ok (CUDA $cuda_version, flash-attn SASS for sm_${CANDLE_FLASH_ATTN_CUDA_ARCHS//,/ sm_} + PTX for the last; head dim 128)"

@@ -4,8 +4,9 @@
 // - CUTLASS comes from a local directory, `CUTLASS_INCLUDE_DIR` (the one holding `cutlass/` and
 //   `cute/`, e.g. the `nvidia-cutlass` wheel's `cutlass_library/source/include`): upstream's
 //   `cudaforge::with_cutlass` clones CUTLASS from GitHub, which the build machines cannot reach.
-// - Only the head-dim-128 forward kernels are compiled (bf16/f16, causal or not): Wan uses no
-//   other head dim and each kernel file takes minutes of nvcc per architecture.
+// - Only the head-dim-128, non-causal forward kernels are compiled (bf16/f16), with dropout,
+//   alibi, softcap, local windows and uneven K compiled out: Wan uses none of them and each
+//   kernel file takes minutes of nvcc per architecture.
 // - The GPU architectures come from `CANDLE_FLASH_ATTN_CUDA_ARCHS` (default "80,90"): SASS for
 //   each, plus PTX of the last for GPUs newer than all of them. There is no GPU to detect them on.
 //
@@ -16,12 +17,24 @@ use anyhow::{bail, Context, Result};
 use cudaforge::KernelBuilder;
 use std::{fs, path::PathBuf};
 
-const KERNEL_FILES: [&str; 5] = [
+const KERNEL_FILES: [&str; 3] = [
     "kernels/flash_api.cu",
     "kernels/flash_fwd_hdim128_fp16_sm80.cu",
     "kernels/flash_fwd_hdim128_bf16_sm80.cu",
-    "kernels/flash_fwd_hdim128_fp16_causal_sm80.cu",
-    "kernels/flash_fwd_hdim128_bf16_causal_sm80.cu",
+];
+
+/// Features of FlashAttention-2 that Wan never uses, compiled out through upstream's own
+/// `FLASHATTENTION_DISABLE_*` switches: each one halves the template instantiations of every
+/// kernel file (128 variants per file become 4), which is most of the nvcc time. `src/lib.rs`
+/// rejects a call that asks for any of them (alibi, softcap, a causal or local window) instead
+/// of silently ignoring it. Uneven K is off because head dim 128 is always a multiple of the
+/// kernel's 128-wide K block.
+const DISABLED_FEATURES: [&str; 5] = [
+    "-DFLASHATTENTION_DISABLE_DROPOUT",
+    "-DFLASHATTENTION_DISABLE_ALIBI",
+    "-DFLASHATTENTION_DISABLE_UNEVEN_K",
+    "-DFLASHATTENTION_DISABLE_SOFTCAP",
+    "-DFLASHATTENTION_DISABLE_LOCAL",
 ];
 
 const HEADER_FILES: [&str; 18] = [
@@ -145,6 +158,9 @@ fn main() -> Result<()> {
         .arg("--use_fast_math")
         .arg(&header_hash_arg)
         .thread_percentage(1.0);
+    for flag in DISABLED_FEATURES {
+        builder = builder.arg(flag);
+    }
     for arch in &archs[1..] {
         builder = builder.arg(&format!("-gencode=arch=compute_{arch},code=sm_{arch}"));
     }

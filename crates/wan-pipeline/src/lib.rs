@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod device;
+pub mod backend;
 pub mod memory;
 pub mod loader;
 pub mod hub_cache;

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use crate::pipeline::{round_up_frames, GenerationParams, ModelKind, WanModels};
+use crate::pipeline::{round_up_frames, GenerationParams, ModelDtypes, ModelKind, WanModels};
 use crate::transformer::attention::SCORE_BUDGET_BYTES;
 use crate::{Error, Result};
 
@@ -69,16 +69,21 @@ impl WeightBytes {
     /// Reads the safetensors headers of each component of `model_dir` (no weights are read) and
     /// counts their elements at `dtype`'s size.
     pub fn of_dir(model_dir: &Path, kind: ModelKind, dtype: DType) -> Result<Self> {
-        let size = |component: &str| -> Result<u64> {
+        Self::of_dir_with(model_dir, kind, ModelDtypes::uniform(dtype))
+    }
+
+    /// [`WeightBytes::of_dir`] with each component in its own dtype.
+    pub fn of_dir_with(model_dir: &Path, kind: ModelKind, dtypes: ModelDtypes) -> Result<Self> {
+        let size = |component: &str, dtype: DType| -> Result<u64> {
             let files = crate::loader::safetensors_files(&model_dir.join(component))?;
             let elements = crate::loader::streaming::StreamingSafetensors::open(&files)?.element_count();
             Ok(elements * dtype.size_in_bytes() as u64)
         };
         Ok(WeightBytes {
-            text_encoder: size("text_encoder")?,
-            image_encoder: if kind == ModelKind::I2v { size("image_encoder")? } else { 0 },
-            transformer: size("transformer")?,
-            vae: size("vae")?,
+            text_encoder: size("text_encoder", dtypes.text_encoder)?,
+            image_encoder: if kind == ModelKind::I2v { size("image_encoder", dtypes.image_encoder)? } else { 0 },
+            transformer: size("transformer", dtypes.transformer)?,
+            vae: size("vae", dtypes.vae)?,
         })
     }
 }
@@ -164,7 +169,9 @@ impl JobShape {
 
 /// Estimates a job on loaded models whose weights are `weights`.
 pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> MemoryEstimate {
-    let dsize = models.dtype.size_in_bytes() as u64;
+    let dsize = models.dtypes.transformer.size_in_bytes() as u64;
+    let text_dsize = models.dtypes.text_encoder.size_in_bytes() as u64;
+    let vae_dsize = models.dtypes.vae.size_in_bytes() as u64;
     let dit = &models.transformer.config;
     let vae = &models.vae.config;
     let (w, h) = (job.width as u64, job.height as u64);
@@ -195,16 +202,16 @@ pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> Memo
     // The text encoder over one or two prompts of up to 512 tokens.
     let t5 = models.text_encoder.encoder().config();
     let (d_model, d_ff, t5_heads) = (t5.d_model as u64, t5.d_ff as u64, t5.num_heads as u64);
-    let text_encode = contexts * 512 * (6 * d_model + 3 * d_ff) * dsize + contexts * t5_heads * 512 * 512 * 4 * 2;
+    let text_encode = contexts * 512 * (6 * d_model + 3 * d_ff) * text_dsize + contexts * t5_heads * 512 * 512 * 4 * 2;
 
     // The VAE at full resolution: one chunk of `temporal` frames (plus the two frames of causal
     // cache each convolution keeps) through its widest full-resolution stage, with about eight
     // such tensors alive at once (input, norm, activation, padded conv input, output, caches).
     let vae_channels = vae.decoder_base_dim.unwrap_or(vae.base_dim) as u64;
     let chunk_frames = temporal as u64 + 2;
-    let full_res = chunk_frames * h * w * vae_channels * dsize;
+    let full_res = chunk_frames * h * w * vae_channels * vae_dsize;
     let vae_decode = 8 * full_res + 3 * temporal as u64 * h * w * 4;
-    let vae_encode = if job.encodes_input { 8 * chunk_frames * h * w * vae.base_dim as u64 * dsize + 3 * frames * h * w * 4 } else { 0 };
+    let vae_encode = if job.encodes_input { 8 * chunk_frames * h * w * vae.base_dim as u64 * vae_dsize + 3 * frames * h * w * 4 } else { 0 };
 
     MemoryEstimate { weights, text_encode, denoise_step, vae_encode, vae_decode }
 }

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     /// estimate is larger is refused at admission with the figures. Unset: no budget, only the
     /// device's free memory is checked when a job starts.
     pub vram_budget: Option<String>,
+    /// Which kernels run the models: `auto` (the native CPU kernels on the CPU, candle's ops on
+    /// a GPU), `native`, or `generic` (candle's ops everywhere: on the CPU, the code a GPU runs).
+    pub kernels: String,
+    /// The text encoder's dtype (`f32`, `bf16`, `f16`) when it should differ from the DiT's
+    /// (f32 on the CPU, bf16 on a GPU): `bf16` halves the 5.7B-parameter UMT5-XXL's memory.
+    pub text_encoder_dtype: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +104,8 @@ impl Default for ServerConfig {
             shutdown_timeout_s: 30,
             device: "auto".into(),
             vram_budget: None,
+            kernels: "auto".into(),
+            text_encoder_dtype: None,
         }
     }
 }
@@ -184,6 +192,12 @@ pub struct ServeArgs {
     /// Most memory one job may need, weights included (e.g. 24GiB); larger jobs get a 400.
     #[arg(long, env = "WAN_VRAM_BUDGET")]
     pub vram_budget: Option<String>,
+    /// auto | native | generic: the native CPU kernels, or candle's ops (what a GPU runs).
+    #[arg(long, env = "WAN_KERNELS")]
+    pub kernels: Option<String>,
+    /// f32 | bf16 | f16: the text encoder's dtype, when it should differ from the DiT's.
+    #[arg(long, env = "WAN_TEXT_ENCODER_DTYPE")]
+    pub text_encoder_dtype: Option<String>,
 }
 
 macro_rules! overlay {
@@ -201,9 +215,12 @@ impl ServerConfig {
         };
         overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, max_attempts, min_steps,
             max_steps, max_frames, max_fps, min_size, max_size, max_image_bytes, max_video_bytes, max_json_bytes,
-            cors_origins, callback_hosts, log_format, shutdown_timeout_s, device);
+            cors_origins, callback_hosts, log_format, shutdown_timeout_s, device, kernels);
         if args.vram_budget.is_some() {
             cfg.vram_budget = args.vram_budget.clone();
+        }
+        if args.text_encoder_dtype.is_some() {
+            cfg.text_encoder_dtype = args.text_encoder_dtype.clone();
         }
         if args.model.is_some() {
             cfg.model = args.model.clone();
@@ -265,7 +282,23 @@ impl ServerConfig {
         }
         self.device_choice()?;
         self.vram_budget_bytes()?;
+        self.kernel_choice()?;
+        self.text_encoder_dtype()?;
         Ok(())
+    }
+
+    /// The `kernels` setting, parsed.
+    pub fn kernel_choice(&self) -> Result<wan_pipeline::backend::KernelChoice, ConfigError> {
+        self.kernels.parse().map_err(|e: wan_pipeline::Error| ConfigError::Invalid { field: "kernels", message: e.to_string() })
+    }
+
+    /// The `text_encoder_dtype` setting, parsed (`None`: the DiT's dtype).
+    pub fn text_encoder_dtype(&self) -> Result<Option<candle_core::DType>, ConfigError> {
+        self.text_encoder_dtype
+            .as_deref()
+            .map(wan_pipeline::loader::parse_dtype)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid { field: "text_encoder_dtype", message: e.to_string() })
     }
 
     /// The `device` setting, parsed.
@@ -349,6 +382,14 @@ mod tests {
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "device", .. })));
         let args = ServeArgs { vram_budget: Some("lots".into()), ..Default::default() };
         assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "vram_budget", .. })));
+        let args = ServeArgs { kernels: Some("fastest".into()), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "kernels", .. })));
+        let args = ServeArgs { text_encoder_dtype: Some("int4".into()), ..Default::default() };
+        assert!(matches!(ServerConfig::resolve(&args), Err(ConfigError::Invalid { field: "text_encoder_dtype", .. })));
+        let args = ServeArgs { kernels: Some("generic".into()), text_encoder_dtype: Some("bf16".into()), ..Default::default() };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.kernel_choice().unwrap(), wan_pipeline::backend::KernelChoice::Generic);
+        assert_eq!(cfg.text_encoder_dtype().unwrap(), Some(candle_core::DType::BF16));
         let args = ServeArgs { vram_budget: Some("8GiB".into()), device: Some("cpu".into()), ..Default::default() };
         assert_eq!(ServerConfig::resolve(&args).unwrap().vram_budget_bytes().unwrap(), Some(8 << 30));
         let args = ServeArgs { max_attempts: Some(50), ..Default::default() };

@@ -12,7 +12,7 @@ use wan_jobs::{Control, GenerationError, GenerationMode, GenerationOutcome, Inva
 use wan_pipeline::device::DeviceChoice;
 use wan_pipeline::media::{self, MediaLimits, Mp4Writer, ResizeMode};
 use wan_pipeline::memory::{self, JobShape, WeightBytes};
-use wan_pipeline::pipeline::{self, check_complete, Conditioning, GenerationParams, ModelKind, WanModels};
+use wan_pipeline::pipeline::{self, check_complete, Conditioning, GenerationParams, ModelDtypes, ModelKind, WanModels};
 
 use crate::generator::{LoadedPipeline, PipelineFactory, Role};
 
@@ -172,23 +172,37 @@ impl WanLoadedPipeline {
     }
 }
 
-/// Loads wan-pipeline models on the device chosen at startup: f32 on the CPU, bf16 on a GPU.
+/// Loads wan-pipeline models on the device chosen at startup: f32 on the CPU, bf16 on a GPU (the
+/// text encoder in its own dtype when one is set).
 pub struct WanPipelineFactory {
     device: Device,
     memory_budget: Option<u64>,
+    text_encoder_dtype: Option<DType>,
 }
 
 impl WanPipelineFactory {
-    /// Opens the device once (a `cuda` choice that cannot be met is an error that says why).
+    /// Opens the device once (a `cuda` choice that cannot be met is an error that says why) and
+    /// checks that the kernel choice ([`wan_pipeline::backend::kernel_choice`]) suits it.
     pub fn new(device: DeviceChoice, memory_budget: Option<u64>) -> Result<Self, wan_pipeline::Error> {
         let device = device.open()?;
-        tracing::info!(device = %wan_pipeline::device::describe(&device), "models will run on this device");
-        Ok(WanPipelineFactory { device, memory_budget })
+        wan_pipeline::backend::check_choice(wan_pipeline::backend::kernel_choice(), &device)?;
+        tracing::info!(
+            device = %wan_pipeline::device::describe(&device),
+            kernels = %wan_pipeline::backend::describe(&device),
+            "models will run on this device"
+        );
+        Ok(WanPipelineFactory { device, memory_budget, text_encoder_dtype: None })
     }
 
     /// The CPU, no budget: what the tests and the demo use.
     pub fn cpu() -> Self {
-        WanPipelineFactory { device: Device::Cpu, memory_budget: None }
+        WanPipelineFactory { device: Device::Cpu, memory_budget: None, text_encoder_dtype: None }
+    }
+
+    /// Loads the text encoder in `dtype` (`None`: the DiT's dtype).
+    pub fn with_text_encoder_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.text_encoder_dtype = dtype;
+        self
     }
 }
 
@@ -204,7 +218,8 @@ impl PipelineFactory for WanPipelineFactory {
             return Err(format!("{} holds a {} model, not a {} one", dir.display(), kind.as_str(), role.as_str()));
         }
         let dtype = if matches!(self.device, Device::Cpu) { DType::F32 } else { DType::BF16 };
-        let weights = WeightBytes::of_dir(dir, kind, dtype).map_err(|e| e.to_string())?;
+        let dtypes = ModelDtypes { text_encoder: self.text_encoder_dtype.unwrap_or(dtype), ..ModelDtypes::uniform(dtype) };
+        let weights = WeightBytes::of_dir_with(dir, kind, dtypes).map_err(|e| e.to_string())?;
         if let Some(budget) = self.memory_budget {
             if weights.total() > budget {
                 return Err(format!(
@@ -215,7 +230,7 @@ impl PipelineFactory for WanPipelineFactory {
                 ));
             }
         }
-        let models = WanModels::load(dir, dtype, &self.device)
+        let models = WanModels::load_with(dir, dtypes, &self.device)
             .map_err(|e| memory::explain_out_of_memory(e, &self.device, &format!("loading {}", dir.display())).to_string())?;
         Ok(Box::new(WanLoadedPipeline { models, weights, memory_budget: self.memory_budget, limits: MediaLimits::default() }))
     }

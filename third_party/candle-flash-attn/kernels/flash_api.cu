@@ -2,18 +2,16 @@
 #include "kernel_helpers.h"
 #include "flash_fwd_launch_template.h"
 
-// Vendored for wan-server: only the head-dim-128 forward kernels are compiled (Wan's DiT, text
-// and image encoders all use 128; each kernel file takes minutes of nvcc per architecture). The
-// Rust side (src/lib.rs) rejects other head dims and paged KV before calling here, so the other
-// branches are unreachable; they fall through without launching rather than reference kernels
-// that are not built.
+// Vendored for wan-server: only the head-dim-128, non-causal forward kernels are compiled (Wan's
+// DiT, text and image encoders all use 128 and never a causal mask; each kernel file takes
+// minutes of nvcc per architecture). The Rust side (src/lib.rs) rejects other head dims, paged
+// KV, causal and local windows before calling here, so the other branches are unreachable; they
+// fall through without launching rather than reference kernels that are not built.
 void run_mha_fwd(Flash_fwd_params &params, cudaStream_t stream) {
   FP16_SWITCH(!params.is_bf16, [&] {
-      BOOL_SWITCH(params.is_causal, Is_causal, [&] {
-          if (params.block_table == nullptr && params.d > 96 && params.d <= 128) {
-              run_mha_fwd_<elem_type, 128, Is_causal>(params, stream);
-          }
-      });
+      if (!params.is_causal && params.block_table == nullptr && params.d > 96 && params.d <= 128) {
+          run_mha_fwd_<elem_type, 128, false>(params, stream);
+      }
   });
 }
 

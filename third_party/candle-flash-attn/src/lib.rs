@@ -33,6 +33,30 @@ fn check_head_dim(d: usize) -> Result<()> {
     Ok(())
 }
 
+/// The kernels are compiled without alibi, softcap, causal or local masking (build.rs's
+/// `DISABLED_FEATURES`: Wan uses none of them); a call asking for one is refused here rather than
+/// computed without it. `window_left`/`window_right` are the normalised sizes (-1: unbounded).
+fn check_compiled_features(
+    alibi: bool,
+    softcap: Option<f32>,
+    window_left: i32,
+    window_right: i32,
+) -> Result<()> {
+    if alibi {
+        candle::bail!("this build of candle-flash-attn is compiled without alibi slopes")
+    }
+    if softcap.is_some_and(|c| c > 0.0) {
+        candle::bail!("this build of candle-flash-attn is compiled without softcap")
+    }
+    if window_left >= 0 || window_right >= 0 {
+        candle::bail!(
+            "this build of candle-flash-attn has no causal or local-window kernels \
+             (window {window_left}, {window_right})"
+        )
+    }
+    Ok(())
+}
+
 fn round_multiple(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
@@ -152,6 +176,12 @@ impl FlashAttn {
             .filter(|v| v <= &seqlen_k)
             .map(|v| v as i32)
             .unwrap_or(-1);
+        check_compiled_features(
+            self.alibi_slopes.is_some(),
+            self.softcap,
+            window_size_left,
+            window_size_right,
+        )?;
 
         let head_size = round_multiple(head_size_og, 8);
         let head_size_rounded = round_multiple(head_size, 32);
@@ -715,6 +745,12 @@ impl FlashAttnVarLen {
         if mm_prefix_ranges.is_some() && window_size_left < 0 && window_size_right == 0 {
             window_size_left = self.max_seqlen_k as i32;
         }
+        check_compiled_features(
+            self.alibi_slopes.is_some(),
+            self.softcap,
+            window_size_left,
+            window_size_right,
+        )?;
 
         let head_size = round_multiple(head_size_og, 8);
         let head_size_rounded = round_multiple(head_size, 32);

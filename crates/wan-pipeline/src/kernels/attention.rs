@@ -23,9 +23,8 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::aligned::{with_thread_buffer, AlignedBuf};
-use super::avx512::{has_f32_kernel, tile_f32, TileOut, MR, NR};
+use super::microkernel::{has_f32_kernel, softmax_columns, tile_f32, TileOut, MR, NR};
 use super::elem::{contiguous, Elem};
-use super::softmax::softmax_columns;
 
 /// Queries per task: three column panels, eight row strips (the least common multiple of
 /// `MR` = 12 and `NR` = 32, so that a full block wastes no row of either product).
@@ -96,7 +95,7 @@ fn pack_head<T: Elem>(k: &[T], v: &[T], dims: Dims, bi: usize, hi: usize, packed
 /// The attention of `QUERY_BLOCK` (or fewer, at the end) queries from `q0` of one head.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `out` addresses the whole (batch, q_len, width) output, of which this
+/// The CPU has AVX-512F or AVX2 + FMA; `out` addresses the whole (batch, q_len, width) output, of which this
 /// call writes rows `q0..q0 + rows` of batch element `bi`, columns of head `hi`, and nothing else.
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_block<T: Elem>(
@@ -205,7 +204,7 @@ fn attend<T: Elem>(q: &[T], k: &[T], v: &[T], key_bias: Option<&[f32]>, dims: Di
                 let bh = first + g;
                 let (pk, pv) = packed[g * per_head..(g + 1) * per_head].split_at(k_len);
                 with_thread_buffer(&SCRATCH, |scratch| {
-                    // SAFETY: the attention runs only where the CPU has AVX-512F (see
+                    // SAFETY: the attention runs only where the CPU has AVX-512F or AVX2 + FMA (see
                     // `attention`); task (bh, qb) writes only its query block of head bh.
                     unsafe { attend_block(q, dims, bh / dims.heads, bh % dims.heads, qb * QUERY_BLOCK, pk, pv, key_bias, scratch, out_ptr) }
                 });
@@ -282,8 +281,11 @@ impl CustomOp3 for AttentionOp {
 /// in f32. `key_bias` (Lk,) is added to every query's score of each key.
 ///
 /// `None` where this kernel does not run (another device, a dtype other than f32/bf16/f16, or a
-/// CPU without AVX-512F): the caller then uses candle's ops.
+/// CPU without AVX2, or the generic backend): the caller then uses candle's ops.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
+    if !crate::backend::native_on(q.device()) {
+        return Ok(None);
+    }
     attention_with_budget(q, k, v, heads, key_bias, KV_BUDGET_BYTES)
 }
 
@@ -338,13 +340,18 @@ mod tests {
 
     /// (batch, q_len, kv_len, heads, head_dim): blocks and strips not filled (q 1, 13, 97, 200;
     /// keys 1, 7, 25 not multiples of 12), head dims below, at and across the 32-wide panels.
+    /// The kernel without the backend check, so these tests hold under WAN_KERNELS=generic too.
+    fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, key_bias: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
+        attention_with_budget(q, k, v, heads, key_bias, KV_BUDGET_BYTES)
+    }
+
     const CASES: [(usize, usize, usize, usize, usize); 7] =
         [(1, 1, 1, 1, 8), (2, 13, 7, 3, 12), (1, 97, 25, 2, 40), (1, 200, 130, 4, 32), (2, 96, 96, 2, 128), (1, 5, 300, 1, 64), (1, 320, 320, 12, 128)];
 
     #[test]
     fn matches_candle_attention() {
         if !has_f32_kernel() {
-            eprintln!("no AVX-512 on this CPU: the attention kernel is not used here");
+            eprintln!("no AVX2 on this CPU: the attention kernel is not used here");
             return;
         }
         let dev = Device::Cpu;

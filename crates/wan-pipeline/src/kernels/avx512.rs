@@ -1,4 +1,4 @@
-//! The register-blocked micro-kernels: one `MR x NR` tile of the output from a packed strip of
+//! The AVX-512 register-blocked micro-kernels: one `MR x NR` tile of the output from a packed strip of
 //! activations (`MR` rows) and a packed panel of the weight (`NR` output features).
 //!
 //! 12 x 32 keeps 24 accumulators (12 rows x two 16-lane vectors) in the 32 vector registers, with
@@ -23,36 +23,6 @@ pub struct TileOut {
     pub ldc: usize,
     /// `NR` bias values to add, or null.
     pub bias: *const f32,
-}
-
-/// Whether this CPU has AVX-512F: what [`tile_f32`] needs, and what every loop compiled for
-/// `avx512f` in this crate checks before it runs.
-pub fn has_avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether this CPU runs [`tile_f32`].
-pub fn has_f32_kernel() -> bool {
-    has_avx512f()
-}
-
-/// Whether this CPU runs [`tile_bf16`].
-pub fn has_bf16_kernel() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        has_avx512f() && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Writes the 24 accumulators to `out` (adding the bias if there is one).
@@ -127,16 +97,4 @@ pub unsafe fn tile_bf16(kp: usize, a: *const u16, b: *const u16, out: TileOut) {
         }
         store(&acc, out);
     }
-}
-
-/// Never called off x86-64: no weight is packed there ([`has_f32_kernel`] is false).
-#[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn tile_f32(_kc: usize, _a: *const f32, _lda: usize, _b: *const f32, _out: TileOut) {
-    unreachable!("no packed f32 kernel on this architecture")
-}
-
-/// Never called off x86-64: no weight is packed there ([`has_bf16_kernel`] is false).
-#[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn tile_bf16(_kp: usize, _a: *const u16, _b: *const u16, _out: TileOut) {
-    unreachable!("no packed bf16 kernel on this architecture")
 }

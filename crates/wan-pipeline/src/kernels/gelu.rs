@@ -55,7 +55,7 @@ fn gelu_in_place_avx512(v: &mut [f32]) {
 /// [`gelu_tanh`] over `v` in place, 16 lanes wide where the CPU has AVX-512F.
 pub fn gelu_tanh_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::has_avx512f() {
+    if super::isa::isa() == super::isa::Isa::Avx512 {
         // SAFETY: the CPU supports AVX-512F (checked just above).
         unsafe { gelu_in_place_avx512(v) };
         return;

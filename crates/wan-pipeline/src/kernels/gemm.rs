@@ -17,7 +17,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::aligned::{with_thread_buffer, AlignedBuf};
-use super::avx512::{TileOut, MR, NR};
+use super::microkernel::{tile_bf16, tile_f32, TileOut, MR, NR};
 use super::elem::Elem;
 use super::gelu::gelu_tanh_in_place;
 use super::packed_weight::{PackedFormat, PackedWeight};
@@ -219,7 +219,7 @@ fn multiply_block(w: &PackedWeight, a: &AlignedBuf, m0: usize, m_rows: usize, ep
 /// One tile: strip `s` by panel `p`, over the whole of k.
 ///
 /// # Safety
-/// As [`super::avx512::tile_f32`] / [`super::avx512::tile_bf16`]; the weight was packed only if
+/// As [`tile_f32`] / [`tile_bf16`]; the weight was packed only if
 /// the CPU has the kernel for its format.
 unsafe fn run_tile(w: &PackedWeight, a: &AlignedBuf, s: usize, p: usize, out: TileOut) {
     let ks = w.k_steps();
@@ -228,12 +228,12 @@ unsafe fn run_tile(w: &PackedWeight, a: &AlignedBuf, s: usize, p: usize, out: Ti
             PackedFormat::F32 => {
                 let a = a.as_f32().as_ptr().add(s * ks * MR);
                 let b = w.data.as_f32().as_ptr().add(p * ks * NR);
-                super::avx512::tile_f32(ks, a, MR, b, out);
+                tile_f32(ks, a, MR, b, out);
             }
             PackedFormat::Bf16 => {
                 let a = a.as_u16().as_ptr().add(s * ks * MR * 2);
                 let b = w.data.as_u16().as_ptr().add(p * ks * NR * 2);
-                super::avx512::tile_bf16(ks, a, b, out);
+                tile_bf16(ks, a, b, out);
             }
         }
     }

@@ -4,7 +4,7 @@ use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::aligned::AlignedBuf;
-use super::avx512::{has_bf16_kernel, has_f32_kernel, NR};
+use super::microkernel::{has_bf16_kernel, has_f32_kernel, NR};
 use crate::{Error, Result};
 
 /// Which kernel a packed weight is for.
@@ -32,9 +32,18 @@ pub struct PackedWeight {
 
 impl PackedWeight {
     /// Packs a CPU weight of dtype f32 (or bf16) for this CPU's f32 (or bf16) kernel. `None` when
-    /// there is no kernel for it here (another device or dtype, or a CPU without AVX-512 / its
-    /// BF16 extension): the caller then keeps candle's matmul.
+    /// there is no kernel for it here (the generic backend, another device or dtype, a CPU
+    /// without AVX2 for f32 or without AVX-512 BF16 for bf16): the caller keeps candle's matmul.
     pub fn pack(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
+        if !crate::backend::native_on(weight.device()) {
+            return Ok(None);
+        }
+        Self::pack_for_cpu(weight, bias)
+    }
+
+    /// [`PackedWeight::pack`] without the backend check (the kernel tests use it, so that they
+    /// run under `WAN_KERNELS=generic` too); still `None` off the CPU or without a kernel.
+    pub fn pack_for_cpu(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
         let format = match weight.dtype() {
             DType::F32 if has_f32_kernel() => PackedFormat::F32,
             DType::BF16 if has_bf16_kernel() => PackedFormat::Bf16,

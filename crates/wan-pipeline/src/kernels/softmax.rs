@@ -1,5 +1,6 @@
 //! The softmax of attention scores held key-major (one row per key, one column per query), so
-//! that 16 queries are normalised at once in one vector.
+//! that 16 queries (8 with AVX2) are normalised at once in one vector. The AVX2 variant is in
+//! `avx2.rs`; [`super::microkernel::softmax_columns`] picks one.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -33,7 +34,7 @@ fn exp16(x: __m512) -> __m512 {
 /// f32; `inv_sum` holds `ld` writable f32; `key_bias`, if given, holds `keys` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn softmax_columns(s: *mut f32, ld: usize, keys: usize, key_bias: Option<&[f32]>, inv_sum: *mut f32) {
+pub unsafe fn softmax_columns_avx512(s: *mut f32, ld: usize, keys: usize, key_bias: Option<&[f32]>, inv_sum: *mut f32) {
     // SAFETY (caller): every pointer below stays inside the rows and columns described above.
     unsafe {
         for c in (0..ld).step_by(16) {
@@ -57,10 +58,4 @@ pub unsafe fn softmax_columns(s: *mut f32, ld: usize, keys: usize, key_bias: Opt
             _mm512_storeu_ps(inv_sum.add(c), _mm512_div_ps(_mm512_set1_ps(1.0), sum));
         }
     }
-}
-
-/// Never called off x86-64: attention runs there through candle's ops.
-#[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn softmax_columns(_s: *mut f32, _ld: usize, _keys: usize, _key_bias: Option<&[f32]>, _inv_sum: *mut f32) {
-    unreachable!("no attention kernel on this architecture")
 }

@@ -44,7 +44,7 @@ fn f32_kernel_matches_candle_matmul() {
     for (m, n, k) in SHAPES {
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
-        let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+        let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
             eprintln!("no AVX-512 on this CPU: the packed f32 kernel is not used here");
             return;
         };
@@ -61,7 +61,7 @@ fn bf16_kernel_matches_f32_product_of_the_same_values() {
     for (m, n, k) in SHAPES {
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap().to_dtype(DType::BF16).unwrap();
         let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap().to_dtype(DType::BF16).unwrap();
-        let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+        let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
             eprintln!("no AVX-512 BF16 on this CPU: the packed bf16 kernel is not used here");
             return;
         };
@@ -81,7 +81,7 @@ fn f32_input_to_a_bf16_weight_is_rounded_then_multiplied() {
     let dev = Device::Cpu;
     let w = Tensor::randn(0f32, 1.0, (40, 33), &dev).unwrap().to_dtype(DType::BF16).unwrap();
     let b = Tensor::zeros(40, DType::BF16, &dev).unwrap();
-    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+    let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
         return;
     };
     let x = Tensor::randn(0f32, 1.0, (9, 33), &dev).unwrap();
@@ -94,15 +94,15 @@ fn f32_input_to_a_bf16_weight_is_rounded_then_multiplied() {
 #[test]
 fn other_dtypes_and_devices_are_left_to_candle() {
     let w = Tensor::zeros((4, 4), DType::F16, &Device::Cpu).unwrap();
-    assert!(PackedWeight::pack(&w, None).unwrap().is_none());
+    assert!(PackedWeight::pack_for_cpu(&w, None).unwrap().is_none());
     let w = Tensor::zeros((4, 4), DType::F64, &Device::Cpu).unwrap();
-    assert!(PackedWeight::pack(&w, None).unwrap().is_none());
+    assert!(PackedWeight::pack_for_cpu(&w, None).unwrap().is_none());
 }
 
 #[test]
 fn a_wrong_input_width_is_an_error_not_a_panic() {
     let w = Tensor::zeros((4, 8), DType::F32, &Device::Cpu).unwrap();
-    let Some(packed) = PackedWeight::pack(&w, None).unwrap() else {
+    let Some(packed) = PackedWeight::pack_for_cpu(&w, None).unwrap() else {
         return;
     };
     let x = Tensor::zeros((2, 7), DType::F32, &Device::Cpu).unwrap();
@@ -116,7 +116,7 @@ fn gelu_epilogue_equals_gelu_after_the_product() {
     // 25 rows and 70 outputs: full tiles and edge tiles, each over k = 300.
     let w = Tensor::randn(0f32, 0.1, (70, 300), &dev).unwrap();
     let b = Tensor::randn(0f32, 0.5, 70, &dev).unwrap();
-    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+    let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
         return;
     };
     let x = Tensor::randn(0f32, 1.0, (25, 300), &dev).unwrap();
@@ -133,7 +133,7 @@ fn concurrent_calls_from_rayon_tasks_agree_with_candle() {
     // 800 rows: three row blocks, so each call packs and multiplies several times.
     let w = Tensor::randn(0f32, 1.0, (300, 130), &dev).unwrap();
     let b = Tensor::randn(0f32, 1.0, 300, &dev).unwrap();
-    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+    let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
         return;
     };
     let x = Tensor::randn(0f32, 1.0, (800, 130), &dev).unwrap();
@@ -150,7 +150,7 @@ fn a_call_while_this_threads_buffer_is_in_use_packs_into_its_own() {
     let dev = Device::Cpu;
     let w = Tensor::randn(0f32, 1.0, (40, 50), &dev).unwrap();
     let b = Tensor::randn(0f32, 1.0, 40, &dev).unwrap();
-    let Some(packed) = PackedWeight::pack(&w, Some(&b)).unwrap() else {
+    let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
         return;
     };
     let x = Tensor::randn(0f32, 1.0, (13, 50), &dev).unwrap();

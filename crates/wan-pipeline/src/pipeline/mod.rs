@@ -12,10 +12,10 @@ pub mod stages;
 mod run;
 mod trace;
 
-pub use models::{check_complete, detect_kind, ModelKind, WanModels};
+pub use models::{check_complete, detect_kind, ModelDtypes, ModelKind, WanModels};
 pub use noise::{draw_seed, gaussian_noise};
 pub use params::{round_up_frames, GenerationParams, Conditioning};
-pub use run::{denoise_prepared, generate, noise_shape, prepare, GeneratedVideo, Prepared};
+pub use run::{denoise_prepared, generate, noise_shape, prepare, GeneratedVideo, Prepared, StageTimes};
 pub use trace::Trace;
 
 use std::time::Duration;

@@ -80,11 +80,31 @@ pub fn check_complete(model_dir: &Path) -> Result<ModelKind> {
     Ok(kind)
 }
 
-/// Every component of one pipeline directory, on one device, in one dtype.
+/// The dtype each component computes in. The DiT's is the pipeline's (`dtype`); the others may
+/// differ: users with little memory keep the 5.7B-parameter text encoder in bf16 while the DiT
+/// runs in f32 on a CPU without bf16 arithmetic, and diffusers' docs recommend the VAE in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDtypes {
+    pub transformer: DType,
+    pub text_encoder: DType,
+    pub vae: DType,
+    pub image_encoder: DType,
+}
+
+impl ModelDtypes {
+    /// Every component in `dtype`.
+    pub fn uniform(dtype: DType) -> Self {
+        Self { transformer: dtype, text_encoder: dtype, vae: dtype, image_encoder: dtype }
+    }
+}
+
+/// Every component of one pipeline directory, on one device.
 pub struct WanModels {
     pub dir: PathBuf,
     pub kind: ModelKind,
+    /// The DiT's dtype (`dtypes.transformer`); the latents enter the DiT in it.
     pub dtype: DType,
+    pub dtypes: ModelDtypes,
     pub device: Device,
     pub text_encoder: WanTextEncoder,
     pub transformer: WanTransformer3DModel,
@@ -98,15 +118,30 @@ impl WanModels {
     /// (read tensor by tensor, never memory-mapped; see `loader`). Fails before loading anything
     /// if a component is missing.
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(model_dir, ModelDtypes::uniform(dtype), device)
+    }
+
+    /// [`WanModels::load`] with a dtype per component.
+    pub fn load_with(model_dir: &Path, dtypes: ModelDtypes, device: &Device) -> Result<Self> {
         let kind = check_complete(model_dir)?;
-        let text_encoder = WanTextEncoder::load(model_dir, dtype, device)?;
-        let transformer = WanTransformer3DModel::load(&model_dir.join("transformer"), dtype, device)?;
-        let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtype, device)?;
+        let text_encoder = WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?;
+        let transformer = WanTransformer3DModel::load(&model_dir.join("transformer"), dtypes.transformer, device)?;
+        let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtypes.vae, device)?;
         let image_encoder = match kind {
-            ModelKind::I2v => Some(ClipImageEncoder::load(model_dir, dtype, device)?),
+            ModelKind::I2v => Some(ClipImageEncoder::load(model_dir, dtypes.image_encoder, device)?),
             ModelKind::T2v => None,
         };
-        Ok(Self { dir: model_dir.to_path_buf(), kind, dtype, device: device.clone(), text_encoder, transformer, vae, image_encoder })
+        Ok(Self {
+            dir: model_dir.to_path_buf(),
+            kind,
+            dtype: dtypes.transformer,
+            dtypes,
+            device: device.clone(),
+            text_encoder,
+            transformer,
+            vae,
+            image_encoder,
+        })
     }
 }
 

@@ -3,6 +3,8 @@
 //! `prepare` + `denoise_prepared` take the noise as given, which is how the parity test feeds the
 //! reference's initial latents.
 
+use std::time::{Duration, Instant};
+
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
@@ -34,6 +36,8 @@ pub struct Prepared {
     /// Video frames generated (4k+1) and the frames asked for (the first ones are kept).
     pub frames_generated: usize,
     pub frames_wanted: usize,
+    /// How long the text encoder took (prompt and negative prompt).
+    pub text_encode: Duration,
 }
 
 /// The shape of the noise `prepare` expects for these parameters (and conditioning).
@@ -72,7 +76,9 @@ pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Con
     }
     let noise = noise.to_dtype(DType::F32)?.to_device(device)?;
 
+    let text_started = Instant::now();
     let (prompt_embeds, negative_prompt_embeds) = stages::encode_prompt(models, params)?;
+    let text_encode = text_started.elapsed();
     let mut scheduler = stages::prepare_scheduler(models, params)?;
     let all_timesteps = scheduler.timesteps().to_vec();
 
@@ -94,7 +100,7 @@ pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Con
                 .as_ref()
                 .ok_or_else(|| Error::InvalidInput("the model has no image encoder".into()))?;
             let pixel_values = encoder.preprocess(image)?;
-            image_embeds = Some(encoder.encode(&pixel_values.to_dtype(models.dtype)?)?);
+            image_embeds = Some(encoder.encode(&pixel_values.to_dtype(models.dtypes.image_encoder)?)?);
             let image_tensor = stages::image_to_tensor(image, params.height, params.width, device)?;
             condition = Some(stages::prepare_image_condition(models, &image_tensor, frames_generated, shape)?);
             clip_pixel_values = Some(pixel_values);
@@ -140,6 +146,7 @@ pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Con
         latent_timestep,
         frames_generated,
         frames_wanted,
+        text_encode,
     })
 }
 
@@ -169,6 +176,22 @@ pub struct GeneratedVideo {
     pub frames_written: usize,
     pub width: usize,
     pub height: usize,
+    pub times: StageTimes,
+}
+
+/// Where a generation's time went (wall clock, on this thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// The text encoder over the prompt and the negative prompt.
+    pub text_encode: Duration,
+    /// The rest of the preparation: scheduler, image or video conditioning (VAE encode, CLIP).
+    pub prepare_rest: Duration,
+    /// The denoising loop.
+    pub steps: Duration,
+    /// The VAE decode, without the time spent handing frames out.
+    pub vae_decode: Duration,
+    /// Inside `on_frame` (for the CLI and the server: encoding the frames into the mp4).
+    pub frames_out: Duration,
 }
 
 /// Runs one generation from its seed and hands each output frame to `on_frame` as soon as the VAE
@@ -182,21 +205,32 @@ pub fn generate(
 ) -> Result<GeneratedVideo> {
     let shape = noise_shape(models, params, conditioning);
     let noise = gaussian_noise(params.seed, &shape, &models.device)?;
+    let started = Instant::now();
     let mut prepared = prepare(models, params, conditioning, &noise)?;
+    let mut times = StageTimes { text_encode: prepared.text_encode, ..StageTimes::default() };
+    times.prepare_rest = started.elapsed().saturating_sub(prepared.text_encode);
+    let steps_started = Instant::now();
     let latents = denoise_prepared(models, &mut prepared, params.guidance_scale, on_step, None)?;
-    let z = models.vae.denormalize_latents(&latents)?.to_dtype(models.dtype)?;
+    times.steps = steps_started.elapsed();
+    let decode_started = Instant::now();
+    let z = models.vae.denormalize_latents(&latents)?.to_dtype(models.dtypes.vae)?;
     let wanted = prepared.frames_wanted;
     let mut written = 0usize;
+    let mut frames_out = Duration::ZERO;
     models.vae.decode_streaming(&z, &mut |chunk: Tensor| {
         // (1, 3, n, H, W) in [-1, 1] -> (n, H, W, 3) in [0, 1] -> images
         let frames = stages::video_to_unit_frames(&chunk)?.squeeze(0)?;
         for image in crate::media::tensor_to_frames(&frames)? {
             if written < wanted {
+                let handed = Instant::now();
                 on_frame(image)?;
+                frames_out += handed.elapsed();
                 written += 1;
             }
         }
         Ok(())
     })?;
-    Ok(GeneratedVideo { seed: params.seed, frames_written: written, width: params.width, height: params.height })
+    times.frames_out = frames_out;
+    times.vae_decode = decode_started.elapsed().saturating_sub(frames_out);
+    Ok(GeneratedVideo { seed: params.seed, frames_written: written, width: params.width, height: params.height, times })
 }

@@ -88,7 +88,7 @@ pub fn video_to_tensor(frames: &[RgbImage], height: usize, width: usize, device:
 /// VAE-encodes a video in [-1, 1] and normalises its mode as the pipelines do:
 /// (mode - latents_mean) * (1 / latents_std).
 pub fn encode_video_latents(models: &WanModels, video: &Tensor) -> Result<Tensor> {
-    let dist = models.vae.encode(&video.to_dtype(models.dtype)?)?;
+    let dist = models.vae.encode(&video.to_dtype(models.dtypes.vae)?)?;
     models.vae.normalize_latents(&dist.mode().to_dtype(DType::F32)?)
 }
 
@@ -192,7 +192,7 @@ pub fn denoise(
 /// (B, 3, F, H, W).
 pub fn decode(models: &WanModels, latents: &Tensor) -> Result<Tensor> {
     let z = models.vae.denormalize_latents(&latents.to_dtype(DType::F32)?)?;
-    Ok(models.vae.decode(&z.to_dtype(models.dtype)?)?.to_dtype(DType::F32)?)
+    Ok(models.vae.decode(&z.to_dtype(models.dtypes.vae)?)?.to_dtype(DType::F32)?)
 }
 
 /// A decoded video (B, 3, F, H, W) in [-1, 1] as frames (B, F, H, W, 3) in [0, 1], as diffusers'

@@ -46,16 +46,11 @@ pub fn chunked_attention_with_budget(
     key_bias: Option<&Tensor>,
     budget: usize,
 ) -> Result<Tensor> {
+    let out_dtype = q.dtype();
+    // The native backend runs half-precision attention in f32 on the same (already rounded) q,
+    // k, v (see `kernels::attention_operands`); elsewhere these are q, k, v themselves.
+    let (q, k, v) = crate::kernels::attention_operands(q, k, v)?;
     let dtype = q.dtype();
-    if dtype != DType::F32 && q.device().is_cpu() {
-        // Half-precision attention on the CPU runs in f32 on the same (already rounded) q, k, v:
-        // candle's CPU matmul has no fast half-precision kernel and each of its half-precision
-        // elementwise ops is one single-threaded pass, while the widening here is multi-threaded.
-        // The scores are at least as exact as PyTorch's, whose CPU kernels accumulate in f32.
-        let widen = |t: &Tensor| crate::kernels::to_f32(&t.contiguous()?);
-        let out = chunked_attention_with_budget(&widen(q)?, &widen(k)?, &widen(v)?, key_bias, budget)?;
-        return Ok(out.to_dtype(dtype)?);
-    }
     let (b, h, lq, d) = q.dims4()?;
     let lk = k.dim(2)?;
     let q = (q * (1.0 / (d as f64).sqrt()))?;
@@ -78,13 +73,11 @@ pub fn chunked_attention_with_budget(
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         // (B, H, c, Lk) x (B, H, Lk, D) -> (B, H, c, D)
-        outputs.push(probs.matmul(v)?);
+        outputs.push(probs.matmul(&v)?);
         start += len;
     }
-    if outputs.len() == 1 {
-        return Ok(outputs.remove(0));
-    }
-    Ok(Tensor::cat(&outputs, 2)?)
+    let out = if outputs.len() == 1 { outputs.remove(0) } else { Tensor::cat(&outputs, 2)? };
+    Ok(out.to_dtype(out_dtype)?)
 }
 
 /// (B, L, H * D) -> (B, H, L, D), contiguous.

@@ -1,21 +1,14 @@
-//! 2D convolution that also works in bf16 on the CPU.
-//!
-//! candle 0.11's CPU conv2d has no bf16 gemm kernel (its plain matmul widens bf16 to f32, its
-//! conv2d fails), so on the CPU a bf16 convolution is computed in f32 and narrowed back. Every
-//! other device/dtype pair goes straight to candle's kernel.
+//! 2D convolution (`nn.Conv2d`), through [`crate::kernels::conv2d`], which also runs in bf16 on
+//! the CPU (candle 0.11's CPU conv2d has no bf16 kernel).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::Result;
 
 /// `x` `(N, C, H, W)` conv `kernel` `(O, C, kh, kw)`, no bias.
 pub fn conv2d(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::BF16 {
-        let y = x.to_dtype(DType::F32)?.conv2d(&kernel.to_dtype(DType::F32)?, padding, stride, 1, 1)?;
-        return Ok(y.to_dtype(DType::BF16)?);
-    }
-    Ok(x.conv2d(kernel, padding, stride, 1, 1)?)
+    crate::kernels::conv2d(x, kernel, padding, stride)
 }
 
 /// `nn.Conv2d` with bias, square kernel.

@@ -3,13 +3,17 @@
 //! `--model` is a local diffusers directory or a hub repo id already in the Hugging Face cache.
 //! `--image` makes it image-to-video, `--video` (with `--strength`) video-to-video. A progress bar
 //! shows step, total and ETA; the mp4 is written under a temporary name and renamed when complete.
+//! At the end it prints where the time went, one `key=value` line per stage on stderr
+//! (`load_s`, `text_encode_s`, `prepare_s`, `steps_s`, `vae_decode_s`, `encode_mp4_s`), which
+//! `scripts/bench-e2e.sh` reads.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use wan_pipeline::media::{self, MediaLimits, Mp4Writer, ResizeMode};
-use wan_pipeline::pipeline::{draw_seed, generate, Conditioning, Control, GenerationParams, WanModels};
+use wan_pipeline::pipeline::{draw_seed, generate, Conditioning, Control, GenerationParams, ModelDtypes, WanModels};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -47,9 +51,18 @@ pub struct GenerateArgs {
     /// -1 draws a random seed (printed).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub seed: i64,
-    /// f32 or bf16.
+    /// f32 or bf16: the DiT's dtype, and every other component's unless set below.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// The text encoder's dtype (f32, bf16, f16), e.g. bf16 to halve the UMT5-XXL's memory.
+    #[arg(long, env = "WAN_TEXT_ENCODER_DTYPE")]
+    pub text_encoder_dtype: Option<String>,
+    /// The VAE's dtype (f32, bf16, f16); diffusers recommends f32 with a bf16 DiT.
+    #[arg(long)]
+    pub vae_dtype: Option<String>,
+    /// auto | native | generic: the native CPU kernels, or candle's ops (what a GPU runs).
+    #[arg(long, env = "WAN_KERNELS", default_value = "auto")]
+    pub kernels: String,
     /// auto | cpu | cuda | cuda:N.
     #[arg(long, env = "WAN_DEVICE", default_value = "auto")]
     pub device: String,
@@ -64,8 +77,18 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         s => bail!("--seed must be -1 or within 0..=4294967295, got {s}"),
     };
     let model_dir = wan_pipeline::hub_cache::resolve_model(&args.model)?;
+    let started = Instant::now();
     let dtype = wan_pipeline::loader::parse_dtype(&args.dtype)?;
+    let component_dtype = |flag: &Option<String>| flag.as_deref().map(wan_pipeline::loader::parse_dtype).transpose();
+    let dtypes = ModelDtypes {
+        text_encoder: component_dtype(&args.text_encoder_dtype)?.unwrap_or(dtype),
+        vae: component_dtype(&args.vae_dtype)?.unwrap_or(dtype),
+        ..ModelDtypes::uniform(dtype)
+    };
+    let kernels = args.kernels.parse::<wan_pipeline::backend::KernelChoice>()?;
+    wan_pipeline::backend::set_kernel_choice(kernels);
     let device = args.device.parse::<wan_pipeline::device::DeviceChoice>()?.open()?;
+    wan_pipeline::backend::check_choice(kernels, &device)?;
     let limits = MediaLimits::default();
     let conditioning = match (&args.image, &args.video) {
         (Some(image), None) => Conditioning::Image(media::read_image(image, &limits).with_context(|| format!("reading {}", image.display()))?),
@@ -96,7 +119,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     params.check(16)?;
 
     eprintln!("loading {} ...", model_dir.display());
-    let models = WanModels::load(&model_dir, dtype, &device)?;
+    eprintln!("kernels: {}", wan_pipeline::backend::describe(&device));
+    let models = WanModels::load_with(&model_dir, dtypes, &device)?;
+    let load_s = started.elapsed().as_secs_f64();
     eprintln!("seed {seed}");
 
     let tmp = args.out.with_extension("mp4.part");
@@ -120,7 +145,16 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     bar.finish();
     match result {
         Ok(video) => {
+            let finishing = Instant::now();
             writer.finish()?;
+            let t = video.times;
+            let encode_mp4_s = (t.frames_out + finishing.elapsed()).as_secs_f64();
+            eprintln!("load_s={load_s:.3}");
+            eprintln!("text_encode_s={:.3}", t.text_encode.as_secs_f64());
+            eprintln!("prepare_s={:.3}", t.prepare_rest.as_secs_f64());
+            eprintln!("steps_s={:.3}", t.steps.as_secs_f64());
+            eprintln!("vae_decode_s={:.3}", t.vae_decode.as_secs_f64());
+            eprintln!("encode_mp4_s={encode_mp4_s:.3}");
             std::fs::rename(&tmp, &args.out).with_context(|| format!("renaming to {}", args.out.display()))?;
             println!(
                 "wrote {} ({} frames, {}x{}, {} fps, seed {})",

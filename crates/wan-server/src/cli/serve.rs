@@ -10,7 +10,9 @@ use crate::wan_adapter::WanPipelineFactory;
 pub fn run(args: &ServeArgs) -> Result<()> {
     let config = ServerConfig::resolve(args)?;
     init_logging(&config.log_format);
-    let factory = WanPipelineFactory::new(config.device_choice()?, config.vram_budget_bytes()?)?;
+    wan_pipeline::backend::set_kernel_choice(config.kernel_choice()?);
+    let factory = WanPipelineFactory::new(config.device_choice()?, config.vram_budget_bytes()?)?
+        .with_text_encoder_dtype(config.text_encoder_dtype()?);
     actix_web::rt::System::new().block_on(crate::server::run(config, Arc::new(factory)))?;
     Ok(())
 }
