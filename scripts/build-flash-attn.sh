@@ -38,6 +38,13 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 # cudaforge runs nvcc on half the cores by default; the kernels are the whole cost here.
 export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR"
+# What a later build with the feature needs (scripts/build-gpu-check.sh sources it).
+cat > "$venv/flash-env.sh" <<ENV
+export CUTLASS_INCLUDE_DIR="$CUTLASS_INCLUDE_DIR"
+export CANDLE_FLASH_ATTN_BUILD_DIR="$CANDLE_FLASH_ATTN_BUILD_DIR"
+export CANDLE_FLASH_ATTN_CUDA_ARCHS="$CANDLE_FLASH_ATTN_CUDA_ARCHS"
+export CUDAFORGE_THREADS="$CUDAFORGE_THREADS"
+ENV
 
 cuda_version="$(nvcc --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')"
 echo "build-flash-attn: CUDA $cuda_version, CUTLASS from $CUTLASS_INCLUDE_DIR, archs $CANDLE_FLASH_ATTN_CUDA_ARCHS, kernels cached in $CANDLE_FLASH_ATTN_BUILD_DIR"

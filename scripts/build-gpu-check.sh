@@ -19,8 +19,10 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 features="cuda"
 if [ "${GPU_CHECK_FLASH:-1}" = 1 ]; then
   features="cuda,flash-attn"
+  # CUTLASS's headers and the kernel cache, set up (and the kernels compiled) by build-flash-attn.sh.
+  [ -f "$venv/flash-env.sh" ] || bash scripts/build-flash-attn.sh
   # shellcheck source=/dev/null
-  [ -f "$venv/flash-env.sh" ] && source "$venv/flash-env.sh"
+  source "$venv/flash-env.sh"
 fi
 start=$(date +%s)
 cargo build --release -p wan-gpu-check --features "$features" --target-dir target/cuda

@@ -200,7 +200,7 @@ pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> Memo
     let denoise_step = block + scores + cross_kv + latents;
 
     // The text encoder over one or two prompts of up to 512 tokens.
-    let t5 = models.text_encoder.encoder().config();
+    let t5 = &models.text_config;
     let (d_model, d_ff, t5_heads) = (t5.d_model as u64, t5.d_ff as u64, t5.num_heads as u64);
     let text_encode = contexts * 512 * (6 * d_model + 3 * d_ff) * text_dsize + contexts * t5_heads * 512 * 512 * 4 * 2;
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::image_encoder::ClipImageEncoder;
 use crate::loader::read_json;
-use crate::text_encoder::WanTextEncoder;
+use crate::text_encoder::{Umt5Config, WanTextEncoder};
 use crate::transformer::WanTransformer3DModel;
 use crate::vae::AutoencoderKLWan;
 use crate::{Error, Result};
@@ -106,7 +106,11 @@ pub struct WanModels {
     pub dtype: DType,
     pub dtypes: ModelDtypes,
     pub device: Device,
-    pub text_encoder: WanTextEncoder,
+    /// `None` when the pipeline was loaded without it ([`WanModels::load_without_text_encoder`]):
+    /// its jobs then bring their prompt embeddings (see `pipeline::generate_with`).
+    pub text_encoder: Option<WanTextEncoder>,
+    /// The text encoder's config, known whether or not its weights are loaded.
+    pub text_config: Umt5Config,
     pub transformer: WanTransformer3DModel,
     pub vae: AutoencoderKLWan,
     /// Present for image-to-video models.
@@ -123,8 +127,22 @@ impl WanModels {
 
     /// [`WanModels::load`] with a dtype per component.
     pub fn load_with(model_dir: &Path, dtypes: ModelDtypes, device: &Device) -> Result<Self> {
+        Self::load_components(model_dir, dtypes, device, true)
+    }
+
+    /// Every component but the text encoder. A one-shot job (the `generate` command) encodes
+    /// its prompts first, drops the text encoder, then loads the rest this way, so the 5.7B
+    /// encoder and the DiT are never in memory together: the peak is the larger of the two,
+    /// not their sum.
+    pub fn load_without_text_encoder(model_dir: &Path, dtypes: ModelDtypes, device: &Device) -> Result<Self> {
+        Self::load_components(model_dir, dtypes, device, false)
+    }
+
+    fn load_components(model_dir: &Path, dtypes: ModelDtypes, device: &Device, with_text_encoder: bool) -> Result<Self> {
         let kind = check_complete(model_dir)?;
-        let text_encoder = WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?;
+        let text_config = WanTextEncoder::read_config(model_dir)?;
+        let text_encoder =
+            if with_text_encoder { Some(WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?) } else { None };
         let transformer = WanTransformer3DModel::load(&model_dir.join("transformer"), dtypes.transformer, device)?;
         let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtypes.vae, device)?;
         let image_encoder = match kind {
@@ -138,6 +156,7 @@ impl WanModels {
             dtypes,
             device: device.clone(),
             text_encoder,
+            text_config,
             transformer,
             vae,
             image_encoder,
@@ -157,6 +176,21 @@ mod tests {
     fn tiny_models_are_complete_and_of_their_kind() {
         assert_eq!(check_complete(&shared_models().join("wan-tiny-t2v")).unwrap(), ModelKind::T2v);
         assert_eq!(check_complete(&shared_models().join("wan-tiny-i2v")).unwrap(), ModelKind::I2v);
+    }
+
+    #[test]
+    fn without_its_text_encoder_a_pipeline_needs_the_jobs_embeddings() {
+        let dir = shared_models().join("wan-tiny-t2v");
+        let models = WanModels::load_without_text_encoder(&dir, ModelDtypes::uniform(DType::F32), &Device::Cpu).unwrap();
+        assert!(models.text_encoder.is_none());
+        assert_eq!(models.text_config.d_model, WanTextEncoder::read_config(&dir).unwrap().d_model);
+        let params = crate::pipeline::GenerationParams::new("a fox");
+        let err = crate::pipeline::stages::encode_prompt(&models, &params).unwrap_err().to_string();
+        assert!(err.contains("without its text encoder"), "{err}");
+        // The same embeddings, computed beforehand by the encoder alone, are what a job brings.
+        let encoder = WanTextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let embeddings = crate::pipeline::encode_prompt_with(&encoder, &params).unwrap();
+        assert_eq!(embeddings.negative.is_some(), params.do_classifier_free_guidance());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use super::stages::{self, DenoiseInputs, LatentGeometry};
+use super::stages::{self, DenoiseInputs, LatentGeometry, PromptEmbeddings};
 use super::{gaussian_noise, round_up_frames, Conditioning, Control, GenerationParams, ModelKind, StepProgress, Trace, WanModels};
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
@@ -65,6 +65,18 @@ fn check_model_fits(models: &WanModels, conditioning: &Conditioning) -> Result<(
 /// Stages up to the denoising loop. `noise` has `noise_shape(..)`: for t2v and i2v it is the
 /// initial latents, for v2v the noise added to the encoded video.
 pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Conditioning, noise: &Tensor) -> Result<Prepared> {
+    prepare_with(models, params, conditioning, noise, None)
+}
+
+/// [`prepare`] with the prompt embeddings computed beforehand (`None`: by the pipeline's text
+/// encoder now).
+pub fn prepare_with(
+    models: &WanModels,
+    params: &GenerationParams,
+    conditioning: &Conditioning,
+    noise: &Tensor,
+    embeddings: Option<PromptEmbeddings>,
+) -> Result<Prepared> {
     check_model_fits(models, conditioning)?;
     let geometry = LatentGeometry::of(models);
     let patch = models.transformer.config.patch_size.get(1).copied().unwrap_or(2);
@@ -77,7 +89,18 @@ pub fn prepare(models: &WanModels, params: &GenerationParams, conditioning: &Con
     let noise = noise.to_dtype(DType::F32)?.to_device(device)?;
 
     let text_started = Instant::now();
-    let (prompt_embeds, negative_prompt_embeds) = stages::encode_prompt(models, params)?;
+    let embeddings = match embeddings {
+        Some(given) => {
+            if given.negative.is_some() != params.do_classifier_free_guidance() {
+                return Err(Error::InvalidInput(
+                    "the prompt embeddings were computed for another guidance setting (negative prompt embeddings present iff guidance_scale > 1)".into(),
+                ));
+            }
+            given
+        }
+        None => stages::encode_prompt(models, params)?,
+    };
+    let (prompt_embeds, negative_prompt_embeds) = (embeddings.prompt, embeddings.negative);
     let text_encode = text_started.elapsed();
     let mut scheduler = stages::prepare_scheduler(models, params)?;
     let all_timesteps = scheduler.timesteps().to_vec();
@@ -203,10 +226,24 @@ pub fn generate(
     on_step: &mut dyn FnMut(StepProgress) -> Control,
     on_frame: &mut dyn FnMut(RgbImage) -> Result<()>,
 ) -> Result<GeneratedVideo> {
+    generate_with(models, params, conditioning, None, on_step, on_frame)
+}
+
+/// [`generate`] with the prompt embeddings computed beforehand (by
+/// [`stages::encode_prompt_with`], e.g. before the DiT was loaded); `None`: by the pipeline's
+/// text encoder.
+pub fn generate_with(
+    models: &WanModels,
+    params: &GenerationParams,
+    conditioning: &Conditioning,
+    embeddings: Option<PromptEmbeddings>,
+    on_step: &mut dyn FnMut(StepProgress) -> Control,
+    on_frame: &mut dyn FnMut(RgbImage) -> Result<()>,
+) -> Result<GeneratedVideo> {
     let shape = noise_shape(models, params, conditioning);
     let noise = gaussian_noise(params.seed, &shape, &models.device)?;
     let started = Instant::now();
-    let mut prepared = prepare(models, params, conditioning, &noise)?;
+    let mut prepared = prepare_with(models, params, conditioning, &noise, embeddings)?;
     let mut times = StageTimes { text_encode: prepared.text_encode, ..StageTimes::default() };
     times.prepare_rest = started.elapsed().saturating_sub(prepared.text_encode);
     let steps_started = Instant::now();

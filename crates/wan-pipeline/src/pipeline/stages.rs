@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use super::{Control, GenerationParams, StepProgress, Trace, WanModels};
+use crate::text_encoder::WanTextEncoder;
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
 
@@ -32,20 +33,38 @@ impl LatentGeometry {
     }
 }
 
-/// Stage "encode prompt": the prompt's and (with CFG) the negative prompt's embeddings,
-/// (1, max_sequence_length, text_dim), zero rows after each real length.
+/// The prompt's and (with CFG) the negative prompt's embeddings, (1, max_sequence_length,
+/// text_dim) each, zero rows after each real length.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeddings {
+    pub prompt: Tensor,
+    pub negative: Option<Tensor>,
+}
+
+/// Stage "encode prompt" with the pipeline's own text encoder; an error when it was loaded
+/// without one (its jobs bring their embeddings).
+pub fn encode_prompt(models: &WanModels, params: &GenerationParams) -> Result<PromptEmbeddings> {
+    match &models.text_encoder {
+        Some(encoder) => encode_prompt_with(encoder, params),
+        None => Err(Error::InvalidInput(
+            "this pipeline was loaded without its text encoder: the job must bring its prompt embeddings".into(),
+        )),
+    }
+}
+
+/// Stage "encode prompt" with `encoder`.
 ///
 /// With guidance both prompts go through the text encoder in one batch of two: one pass over the
 /// encoder's weights instead of two (each row is computed exactly as it would be alone: padding
 /// keys are masked and the rows past each prompt's length are zeroed).
-pub fn encode_prompt(models: &WanModels, params: &GenerationParams) -> Result<(Tensor, Option<Tensor>)> {
+pub fn encode_prompt_with(encoder: &WanTextEncoder, params: &GenerationParams) -> Result<PromptEmbeddings> {
     if !params.do_classifier_free_guidance() {
-        let cond = models.text_encoder.encode_prompts(&[params.prompt.clone()], params.max_sequence_length)?;
-        return Ok((cond, None));
+        let prompt = encoder.encode_prompts(&[params.prompt.clone()], params.max_sequence_length)?;
+        return Ok(PromptEmbeddings { prompt, negative: None });
     }
     let negative = params.negative_prompt.clone().unwrap_or_default();
-    let both = models.text_encoder.encode_prompts(&[params.prompt.clone(), negative], params.max_sequence_length)?;
-    Ok((both.narrow(0, 0, 1)?, Some(both.narrow(0, 1, 1)?)))
+    let both = encoder.encode_prompts(&[params.prompt.clone(), negative], params.max_sequence_length)?;
+    Ok(PromptEmbeddings { prompt: both.narrow(0, 0, 1)?, negative: Some(both.narrow(0, 1, 1)?) })
 }
 
 /// Stage "timesteps": a scheduler from the model's config (with the requested shift) and its

@@ -31,6 +31,13 @@ impl WanTextEncoder {
     /// model_dir = the pipeline directory (reads tokenizer/ and text_encoder/).
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let tokenizer = PromptTokenizer::load(&model_dir.join("tokenizer"))?;
+        let cfg = Self::read_config(model_dir)?;
+        let encoder = Umt5Encoder::new(&cfg, var_builder(&model_dir.join("text_encoder"), dtype, device)?)?;
+        Ok(Self { tokenizer, encoder, dtype, device: device.clone() })
+    }
+
+    /// The encoder's config (`text_encoder/config.json`), checked to be one this port runs.
+    pub fn read_config(model_dir: &Path) -> Result<Umt5Config> {
         let encoder_dir = model_dir.join("text_encoder");
         let cfg: Umt5Config = read_config(&encoder_dir)?;
         if cfg.feed_forward_proj != "gated-gelu" {
@@ -40,8 +47,7 @@ impl WanTextEncoder {
                 cfg.feed_forward_proj
             )));
         }
-        let encoder = Umt5Encoder::new(&cfg, var_builder(&encoder_dir, dtype, device)?)?;
-        Ok(Self { tokenizer, encoder, dtype, device: device.clone() })
+        Ok(cfg)
     }
 
     pub fn tokenizer(&self) -> &PromptTokenizer {

@@ -5,7 +5,10 @@
 //! shows step, total and ETA; the mp4 is written under a temporary name and renamed when complete.
 //! At the end it prints where the time went, one `key=value` line per stage on stderr
 //! (`load_s`, `text_encode_s`, `prepare_s`, `steps_s`, `vae_decode_s`, `encode_mp4_s`), which
-//! `scripts/bench-e2e.sh` reads.
+//! `scripts/bench-e2e.sh` reads, and the process's peak RSS (`peak_rss_mib`).
+//!
+//! The prompts are encoded first and the text encoder dropped before the DiT and the VAE load:
+//! the 5.7B-parameter UMT5-XXL and the DiT are never in memory together.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,7 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use wan_pipeline::media::{self, MediaLimits, Mp4Writer, ResizeMode};
-use wan_pipeline::pipeline::{draw_seed, generate, Conditioning, Control, GenerationParams, ModelDtypes, WanModels};
+use wan_pipeline::pipeline::{draw_seed, encode_prompt_with, generate_with, Conditioning, Control, GenerationParams, ModelDtypes, WanModels};
+use wan_pipeline::text_encoder::WanTextEncoder;
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -77,7 +81,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         s => bail!("--seed must be -1 or within 0..=4294967295, got {s}"),
     };
     let model_dir = wan_pipeline::hub_cache::resolve_model(&args.model)?;
-    let started = Instant::now();
     let dtype = wan_pipeline::loader::parse_dtype(&args.dtype)?;
     let component_dtype = |flag: &Option<String>| flag.as_deref().map(wan_pipeline::loader::parse_dtype).transpose();
     let dtypes = ModelDtypes {
@@ -120,8 +123,17 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     eprintln!("loading {} ...", model_dir.display());
     eprintln!("kernels: {}", wan_pipeline::backend::describe(&device));
-    let models = WanModels::load_with(&model_dir, dtypes, &device)?;
-    let load_s = started.elapsed().as_secs_f64();
+    wan_pipeline::pipeline::check_complete(&model_dir)?;
+    let text_load = Instant::now();
+    let text_encoder = WanTextEncoder::load(&model_dir, dtypes.text_encoder, &device)?;
+    let mut load_s = text_load.elapsed().as_secs_f64();
+    let text_started = Instant::now();
+    let embeddings = encode_prompt_with(&text_encoder, &params)?;
+    let text_encode_s = text_started.elapsed().as_secs_f64();
+    drop(text_encoder);
+    let rest_load = Instant::now();
+    let models = WanModels::load_without_text_encoder(&model_dir, dtypes, &device)?;
+    load_s += rest_load.elapsed().as_secs_f64();
     eprintln!("seed {seed}");
 
     let tmp = args.out.with_extension("mp4.part");
@@ -131,10 +143,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] elapsed {elapsed} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let result = generate(
+    let result = generate_with(
         &models,
         &params,
         &conditioning,
+        Some(embeddings),
         &mut |p| {
             bar.set_length(p.total as u64);
             bar.set_position(p.step as u64);
@@ -150,11 +163,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             let t = video.times;
             let encode_mp4_s = (t.frames_out + finishing.elapsed()).as_secs_f64();
             eprintln!("load_s={load_s:.3}");
-            eprintln!("text_encode_s={:.3}", t.text_encode.as_secs_f64());
+            eprintln!("text_encode_s={text_encode_s:.3}");
             eprintln!("prepare_s={:.3}", t.prepare_rest.as_secs_f64());
             eprintln!("steps_s={:.3}", t.steps.as_secs_f64());
             eprintln!("vae_decode_s={:.3}", t.vae_decode.as_secs_f64());
             eprintln!("encode_mp4_s={encode_mp4_s:.3}");
+            if let Some(peak) = peak_rss_mib() {
+                eprintln!("peak_rss_mib={peak:.0}");
+            }
             std::fs::rename(&tmp, &args.out).with_context(|| format!("renaming to {}", args.out.display()))?;
             println!(
                 "wrote {} ({} frames, {}x{}, {} fps, seed {})",
@@ -173,4 +189,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             Err(e.into())
         }
     }
+}
+
+/// This process's peak resident memory (`VmHWM`) in MiB; `None` where /proc has no such line.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
