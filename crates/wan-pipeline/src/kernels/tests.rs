@@ -45,7 +45,7 @@ fn f32_kernel_matches_candle_matmul() {
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
         let Some(packed) = PackedWeight::pack_for_cpu(&w, Some(&b)).unwrap() else {
-            eprintln!("no AVX-512 on this CPU: the packed f32 kernel is not used here");
+            eprintln!("no AVX2 or AVX-512 on this CPU: the packed f32 kernel is not used here");
             return;
         };
         assert_eq!(packed.format(), PackedFormat::F32);
