@@ -41,24 +41,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TEMPLATE = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "models", "wan-tiny-t2v"))
 
-# Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json.
-DIT_FULL = {
-    "added_kv_proj_dim": None,
-    "attention_head_dim": 128,
-    "cross_attn_norm": True,
-    "eps": 1e-06,
-    "ffn_dim": 8960,
-    "freq_dim": 256,
-    "image_dim": None,
-    "in_channels": 16,
-    "num_attention_heads": 12,
-    "num_layers": 30,
-    "out_channels": 16,
-    "patch_size": [1, 2, 2],
-    "qk_norm": "rms_norm_across_heads",
-    "rope_max_seq_len": 1024,
-    "text_dim": 4096,
-}
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json: the one copy, kept by
+# scripts/make_big_transformer.py (its keys minus "_class_name" are the model's arguments).
+sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..")))
+from make_big_transformer import CONFIG_1P3B  # noqa: E402
+
+DIT_FULL = {k: v for k, v in CONFIG_1P3B.items() if not k.startswith("_")}
 DIT_SMALL = dict(DIT_FULL, attention_head_dim=32, num_attention_heads=2, ffn_dim=128, num_layers=2, text_dim=64)
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers text_encoder/config.json (google/umt5-xxl's encoder).
