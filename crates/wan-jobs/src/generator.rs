@@ -51,7 +51,11 @@ pub enum GenerationError {
     /// The input cannot be generated from (bad image/video, unsupported size for this model).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Anything else (out of memory, a model error, an I/O error).
+    /// The model's own error (out of memory with the figures, a weight that does not load...),
+    /// kept whole so that the generator's caller can still tell its kind (downcast).
+    #[error(transparent)]
+    Model(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Anything else (an I/O error, a model that is not loaded).
     #[error("{0}")]
     Failed(String),
 }

@@ -18,6 +18,7 @@ pub mod text_encoder;
 pub mod image_encoder;
 pub mod scheduler;
 pub mod kernels;
+pub mod fp8;
 pub mod linear;
 pub mod transformer;
 pub mod vae;

@@ -14,7 +14,10 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use crate::pipeline::{round_up_frames, GenerationParams, ModelDtypes, ModelKind, WanModels};
+use crate::text_encoder::{Umt5Config, WanTextEncoder};
 use crate::transformer::attention::SCORE_BUDGET_BYTES;
+use crate::transformer::WanTransformerConfig;
+use crate::vae::WanVaeConfig;
 use crate::{Error, Result};
 
 /// Bytes as people read them: `12.3 GiB`, `640.0 MiB`.
@@ -79,10 +82,19 @@ impl WeightBytes {
             let elements = crate::loader::streaming::StreamingSafetensors::open(&files)?.element_count();
             Ok(elements * dtype.size_in_bytes() as u64)
         };
+        // The DiT's fp8 layers weigh a byte per value, the rest its compute dtype's size.
+        let transformer = {
+            let files = crate::loader::safetensors_files(&model_dir.join("transformer"))?;
+            let tensors = crate::loader::streaming::StreamingSafetensors::open(&files)?;
+            let stored = tensors.element_count_where(crate::fp8::is_stored_fp8);
+            let compute_bytes = dtypes.transformer.size_in_bytes() as u64;
+            let stored_bytes = dtypes.transformer_weights.bytes_per_value(dtypes.transformer) as u64;
+            (tensors.element_count() - stored) * compute_bytes + stored * stored_bytes
+        };
         Ok(WeightBytes {
             text_encoder: size("text_encoder", dtypes.text_encoder)?,
             image_encoder: if kind == ModelKind::I2v { size("image_encoder", dtypes.image_encoder)? } else { 0 },
-            transformer: size("transformer", dtypes.transformer)?,
+            transformer,
             vae: size("vae", dtypes.vae)?,
         })
     }
@@ -100,6 +112,10 @@ pub struct MemoryEstimate {
     pub vae_encode: u64,
     /// VAE decode of one latent frame (the decode streams frame by frame).
     pub vae_decode: u64,
+    /// The text encoder stays loaded between jobs. When it does not, it is loaded for the
+    /// job's encoding and released before the first step, so the steps and the decode run
+    /// without its weights.
+    pub text_encoder_resident: bool,
 }
 
 impl MemoryEstimate {
@@ -108,9 +124,23 @@ impl MemoryEstimate {
         self.text_encode.max(self.denoise_step).max(self.vae_encode).max(self.vae_decode)
     }
 
-    /// Weights plus the largest working set: the job's peak.
+    /// The job's peak: every weight plus the largest working set; with the text encoder
+    /// released after encoding, the larger of the encoding (every weight plus its working set)
+    /// and the rest of the job (the other weights plus the largest other working set).
     pub fn peak(&self) -> u64 {
-        self.weights.total() + self.working_set()
+        if self.text_encoder_resident {
+            return self.weights.total() + self.working_set();
+        }
+        let encoding = self.weights.total() + self.text_encode;
+        let rest = self.weights.total() - self.weights.text_encoder + self.denoise_step.max(self.vae_encode).max(self.vae_decode);
+        encoding.max(rest)
+    }
+
+    /// What the job allocates beyond the weights that stay loaded between jobs: its working
+    /// sets, and the text encoder's weights when it is loaded for the job.
+    pub fn beyond_resident(&self) -> u64 {
+        let resident = if self.text_encoder_resident { self.weights.total() } else { self.weights.total() - self.weights.text_encoder };
+        self.peak().saturating_sub(resident)
     }
 
     /// Which stage sets the peak.
@@ -167,13 +197,57 @@ impl JobShape {
     }
 }
 
+/// What an estimate reads of a pipeline: its configs and how it is loaded. Known from the
+/// directory alone ([`ModelShapes::of_dir`]), so a plan needs no weight in memory.
+#[derive(Debug, Clone)]
+pub struct ModelShapes {
+    pub transformer: WanTransformerConfig,
+    pub vae: WanVaeConfig,
+    pub text: Umt5Config,
+    pub dtypes: ModelDtypes,
+    /// See [`MemoryEstimate::text_encoder_resident`].
+    pub text_encoder_resident: bool,
+}
+
+impl ModelShapes {
+    /// The shapes of loaded models.
+    pub fn of_models(models: &WanModels) -> Self {
+        ModelShapes {
+            transformer: models.transformer.config.clone(),
+            vae: models.vae.config.clone(),
+            text: models.text_config.clone(),
+            dtypes: models.dtypes,
+            text_encoder_resident: models.text_encoder.is_some(),
+        }
+    }
+
+    /// The shapes of the pipeline in `model_dir` as it would load with `dtypes`, from its
+    /// config files.
+    pub fn of_dir(model_dir: &Path, dtypes: ModelDtypes, text_encoder_resident: bool) -> Result<Self> {
+        let transformer: WanTransformerConfig = crate::loader::read_config(&model_dir.join("transformer"))?;
+        transformer.validate()?;
+        Ok(ModelShapes {
+            transformer,
+            vae: crate::loader::read_config(&model_dir.join("vae"))?,
+            text: WanTextEncoder::read_config(model_dir)?,
+            dtypes,
+            text_encoder_resident,
+        })
+    }
+}
+
 /// Estimates a job on loaded models whose weights are `weights`.
 pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> MemoryEstimate {
+    estimate_shapes(&ModelShapes::of_models(models), weights, job)
+}
+
+/// [`estimate`] from the configs alone: what `wan-server plan` prints.
+pub fn estimate_shapes(models: &ModelShapes, weights: WeightBytes, job: JobShape) -> MemoryEstimate {
     let dsize = models.dtypes.transformer.size_in_bytes() as u64;
     let text_dsize = models.dtypes.text_encoder.size_in_bytes() as u64;
     let vae_dsize = models.dtypes.vae.size_in_bytes() as u64;
-    let dit = &models.transformer.config;
-    let vae = &models.vae.config;
+    let dit = &models.transformer;
+    let vae = &models.vae;
     let (w, h) = (job.width as u64, job.height as u64);
     let spatial = vae.scale_factor_spatial.max(1) as u64;
     let temporal = vae.scale_factor_temporal.max(1);
@@ -200,7 +274,7 @@ pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> Memo
     let denoise_step = block + scores + cross_kv + latents;
 
     // The text encoder over one or two prompts of up to 512 tokens.
-    let t5 = &models.text_config;
+    let t5 = &models.text;
     let (d_model, d_ff, t5_heads) = (t5.d_model as u64, t5.d_ff as u64, t5.num_heads as u64);
     let text_encode = contexts * 512 * (6 * d_model + 3 * d_ff) * text_dsize + contexts * t5_heads * 512 * 512 * 4 * 2;
 
@@ -213,7 +287,7 @@ pub fn estimate(models: &WanModels, weights: WeightBytes, job: JobShape) -> Memo
     let vae_decode = 8 * full_res + 3 * temporal as u64 * h * w * 4;
     let vae_encode = if job.encodes_input { 8 * chunk_frames * h * w * vae.base_dim as u64 * vae_dsize + 3 * frames * h * w * 4 } else { 0 };
 
-    MemoryEstimate { weights, text_encode, denoise_step, vae_encode, vae_decode }
+    MemoryEstimate { weights, text_encode, denoise_step, vae_encode, vae_decode, text_encoder_resident: models.text_encoder_resident }
 }
 
 /// Checks, right before a job runs, that its working set fits what the device has free now (the
@@ -229,7 +303,7 @@ pub fn check_fits(device: &Device, estimate: &MemoryEstimate, budget: Option<u64
         }
     }
     if let Some(info) = crate::device::memory_info(device) {
-        if estimate.working_set() > info.free {
+        if estimate.beyond_resident() > info.free {
             return Err(Error::OutOfMemory(format!(
                 "{asked} needs {estimate}; {} has {} free of {} beside the loaded weights",
                 crate::device::describe(device),
@@ -297,8 +371,15 @@ mod tests {
             denoise_step: 2 << 30,
             vae_encode: 0,
             vae_decode: 5 << 30,
+            text_encoder_resident: true,
         };
         assert_eq!(estimate.peak(), (1 << 30) + (3 << 30) + (1 << 28) + (5 << 30));
+        // Released after encoding: the decode runs without the text encoder's 1 GiB.
+        let released = MemoryEstimate { text_encoder_resident: false, ..estimate };
+        assert_eq!(released.peak(), (3 << 30) + (1 << 28) + (5 << 30));
+        // ...unless the encoding itself is the larger stage.
+        let big_encode = MemoryEstimate { text_encode: 9 << 30, ..released };
+        assert_eq!(big_encode.peak(), (1 << 30) + (3 << 30) + (1 << 28) + (9 << 30));
         assert_eq!(estimate.peak_stage(), "VAE decode");
         let err = check_fits(&Device::Cpu, &estimate, Some(8 << 30), "t2v 832x480x81").unwrap_err().to_string();
         assert!(err.contains("t2v 832x480x81 needs about 9.2 GiB"), "{err}");

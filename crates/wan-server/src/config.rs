@@ -71,6 +71,12 @@ pub struct ServerConfig {
     /// The text encoder's dtype (`f32`, `bf16`, `f16`) when it should differ from the DiT's
     /// (f32 on the CPU, bf16 on a GPU): `bf16` halves the 5.7B-parameter UMT5-XXL's memory.
     pub text_encoder_dtype: Option<String>,
+    /// How the DiT blocks' Linears are held: `bf16` (the compute dtype) or `fp8` (float8 e4m3fn,
+    /// widened for each call: about half the DiT's memory, as diffusers' layerwise casting).
+    pub weights: String,
+    /// Keep the text encoder loaded between jobs (default: load it for each job's prompts and
+    /// release it before the first step).
+    pub keep_text_encoder: bool,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +112,8 @@ impl Default for ServerConfig {
             vram_budget: None,
             kernels: "auto".into(),
             text_encoder_dtype: None,
+            weights: "bf16".into(),
+            keep_text_encoder: false,
         }
     }
 }
@@ -198,6 +206,13 @@ pub struct ServeArgs {
     /// f32 | bf16 | f16: the text encoder's dtype, when it should differ from the DiT's.
     #[arg(long, env = "WAN_TEXT_ENCODER_DTYPE")]
     pub text_encoder_dtype: Option<String>,
+    /// bf16 | fp8: how the DiT blocks' Linears are held (fp8: e4m3fn, about half the DiT).
+    #[arg(long, env = "WAN_WEIGHTS")]
+    pub weights: Option<String>,
+    /// Keep the text encoder loaded between jobs (default: loaded per job, released before the
+    /// first step).
+    #[arg(long, env = "WAN_KEEP_TEXT_ENCODER", num_args = 0..=1, default_missing_value = "true")]
+    pub keep_text_encoder: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -215,7 +230,7 @@ impl ServerConfig {
         };
         overlay!(cfg, args, host, port, data_dir, models_dir, max_concurrent_requests, workers, max_attempts, min_steps,
             max_steps, max_frames, max_fps, min_size, max_size, max_image_bytes, max_video_bytes, max_json_bytes,
-            cors_origins, callback_hosts, log_format, shutdown_timeout_s, device, kernels);
+            cors_origins, callback_hosts, log_format, shutdown_timeout_s, device, kernels, weights, keep_text_encoder);
         if args.vram_budget.is_some() {
             cfg.vram_budget = args.vram_budget.clone();
         }
@@ -284,7 +299,14 @@ impl ServerConfig {
         self.vram_budget_bytes()?;
         self.kernel_choice()?;
         self.text_encoder_dtype()?;
+        self.weight_storage()?;
         Ok(())
+    }
+
+    /// The `weights` setting, parsed.
+    pub fn weight_storage(&self) -> Result<wan_pipeline::fp8::WeightStorage, ConfigError> {
+        wan_pipeline::fp8::WeightStorage::parse(&self.weights)
+            .map_err(|e| ConfigError::Invalid { field: "weights", message: e.to_string() })
     }
 
     /// The `kernels` setting, parsed.
@@ -394,5 +416,15 @@ mod tests {
         assert_eq!(ServerConfig::resolve(&args).unwrap().vram_budget_bytes().unwrap(), Some(8 << 30));
         let args = ServeArgs { max_attempts: Some(50), ..Default::default() };
         assert_eq!(ServerConfig::resolve(&args).unwrap().max_attempts, 50);
+        let args = ServeArgs { weights: Some("int4".into()), ..Default::default() };
+        let err = ServerConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("weights") && err.contains("int4"), "{err}");
+        let args = ServeArgs { weights: Some("fp8".into()), keep_text_encoder: Some(true), ..Default::default() };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.weight_storage().unwrap(), wan_pipeline::fp8::WeightStorage::Fp8E4m3);
+        assert!(cfg.keep_text_encoder);
+        let cfg = ServerConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(cfg.weight_storage().unwrap(), wan_pipeline::fp8::WeightStorage::Compute);
+        assert!(!cfg.keep_text_encoder, "the text encoder is released between jobs by default");
     }
 }

@@ -25,6 +25,9 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Generate one video (text-, image- or video-to-video) to an mp4 file.
     Generate(cli::generate::GenerateArgs),
+    /// Print the memory a job would need (weights per component, each stage's working set, the
+    /// peak) from the model's configs alone, and whether it fits --vram.
+    Plan(cli::plan::PlanArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +42,6 @@ fn main() -> Result<()> {
         Command::InitDemoModel(args) => cli::init_demo_model::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Generate(args) => cli::generate::run(&args),
+        Command::Plan(args) => cli::plan::run(&args),
     }
 }

@@ -4,6 +4,10 @@
 //! A job's parameters become `GenerationParams`; its input file (stored by the upload route) is
 //! read with the media limits; frames go straight from the VAE to the mp4 writer at the
 //! temporary path the job manager chose, so a long video is never held whole.
+//!
+//! The text encoder (the 5.7B-parameter UMT5-XXL of the real models) is loaded for each job's
+//! prompts and released before the first step, unless `keep_text_encoder` keeps it between jobs
+//! (faster jobs, more memory held while idle).
 
 use std::path::Path;
 
@@ -12,7 +16,9 @@ use wan_jobs::{Control, GenerationError, GenerationMode, GenerationOutcome, Inva
 use wan_pipeline::device::DeviceChoice;
 use wan_pipeline::media::{self, MediaLimits, Mp4Writer, ResizeMode};
 use wan_pipeline::memory::{self, JobShape, WeightBytes};
-use wan_pipeline::pipeline::{self, check_complete, Conditioning, GenerationParams, ModelDtypes, ModelKind, WanModels};
+use wan_pipeline::fp8::WeightStorage;
+use wan_pipeline::pipeline::{self, check_complete, encode_prompt_with, Conditioning, GenerationParams, ModelDtypes, ModelKind, WanModels};
+use wan_pipeline::text_encoder::WanTextEncoder;
 
 use crate::generator::{LoadedPipeline, PipelineFactory, Role};
 
@@ -28,7 +34,7 @@ fn job_error(e: wan_pipeline::Error) -> GenerationError {
         wan_pipeline::Error::InvalidInput(m) | wan_pipeline::Error::Media(m) => GenerationError::InvalidInput(m),
         // Out of memory among them: the job fails with the figures, the models stay loaded and
         // the next job runs.
-        other => GenerationError::Failed(other.to_string()),
+        other => GenerationError::Model(Box::new(other)),
     }
 }
 
@@ -105,11 +111,23 @@ impl LoadedPipeline for WanLoadedPipeline {
         let shape = JobShape::of(&params, !matches!(conditioning, Conditioning::Text));
         let estimate = memory::estimate(&self.models, self.weights, shape);
         memory::check_fits(&self.models.device, &estimate, self.memory_budget, &asked).map_err(job_error)?;
+        tracing::info!(job = %job.job_id, estimate = %estimate, "job starts");
+        let explain = |e| job_error(memory::explain_out_of_memory(e, &self.models.device, &asked));
+        // Without a resident text encoder: load it, encode, release it before the first step.
+        let embeddings = match self.models.text_encoder {
+            Some(_) => None,
+            None => {
+                let m = &self.models;
+                let encoder = WanTextEncoder::load(&m.dir, m.dtypes.text_encoder, &m.device).map_err(explain)?;
+                Some(encode_prompt_with(&encoder, &params).map_err(explain)?)
+            }
+        };
         let mut writer = Mp4Writer::create(output_tmp, width, height, p.fps).map_err(job_error)?;
-        let result = pipeline::generate(
+        let result = pipeline::generate_with(
             &self.models,
             &params,
             &conditioning,
+            embeddings,
             &mut |s| {
                 let answer = progress(StepProgress { step: s.step as u32, total: s.total as u32 });
                 match answer {
@@ -119,7 +137,7 @@ impl LoadedPipeline for WanLoadedPipeline {
             },
             &mut |frame| writer.push_frame(&frame),
         );
-        let video = result.map_err(|e| job_error(memory::explain_out_of_memory(e, &self.models.device, &asked)))?;
+        let video = result.map_err(explain)?;
         writer.finish().map_err(job_error)?;
         Ok(GenerationOutcome { frames: Some(video.frames_written as u32) })
     }
@@ -178,6 +196,8 @@ pub struct WanPipelineFactory {
     device: Device,
     memory_budget: Option<u64>,
     text_encoder_dtype: Option<DType>,
+    weights: WeightStorage,
+    keep_text_encoder: bool,
 }
 
 impl WanPipelineFactory {
@@ -191,12 +211,30 @@ impl WanPipelineFactory {
             kernels = %wan_pipeline::backend::describe(&device),
             "models will run on this device"
         );
-        Ok(WanPipelineFactory { device, memory_budget, text_encoder_dtype: None })
+        Ok(WanPipelineFactory { device, memory_budget, ..Self::cpu() })
     }
 
     /// The CPU, no budget: what the tests and the demo use.
     pub fn cpu() -> Self {
-        WanPipelineFactory { device: Device::Cpu, memory_budget: None, text_encoder_dtype: None }
+        WanPipelineFactory {
+            device: Device::Cpu,
+            memory_budget: None,
+            text_encoder_dtype: None,
+            weights: WeightStorage::Compute,
+            keep_text_encoder: false,
+        }
+    }
+
+    /// How the DiT blocks' Linears are held (`fp8`: e4m3fn, widened for each call).
+    pub fn with_weights(mut self, weights: WeightStorage) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Keeps the text encoder loaded between jobs instead of loading it for each job.
+    pub fn with_text_encoder_kept(mut self, keep: bool) -> Self {
+        self.keep_text_encoder = keep;
+        self
     }
 
     /// Loads the text encoder in `dtype` (`None`: the DiT's dtype).
@@ -218,7 +256,11 @@ impl PipelineFactory for WanPipelineFactory {
             return Err(format!("{} holds a {} model, not a {} one", dir.display(), kind.as_str(), role.as_str()));
         }
         let dtype = if matches!(self.device, Device::Cpu) { DType::F32 } else { DType::BF16 };
-        let dtypes = ModelDtypes { text_encoder: self.text_encoder_dtype.unwrap_or(dtype), ..ModelDtypes::uniform(dtype) };
+        let dtypes = ModelDtypes {
+            text_encoder: self.text_encoder_dtype.unwrap_or(dtype),
+            transformer_weights: self.weights,
+            ..ModelDtypes::uniform(dtype)
+        };
         let weights = WeightBytes::of_dir_with(dir, kind, dtypes).map_err(|e| e.to_string())?;
         if let Some(budget) = self.memory_budget {
             if weights.total() > budget {
@@ -230,7 +272,8 @@ impl PipelineFactory for WanPipelineFactory {
                 ));
             }
         }
-        let models = WanModels::load_with(dir, dtypes, &self.device)
+        let load = if self.keep_text_encoder { WanModels::load_with } else { WanModels::load_without_text_encoder };
+        let models = load(dir, dtypes, &self.device)
             .map_err(|e| memory::explain_out_of_memory(e, &self.device, &format!("loading {}", dir.display())).to_string())?;
         Ok(Box::new(WanLoadedPipeline { models, weights, memory_budget: self.memory_budget, limits: MediaLimits::default() }))
     }

@@ -52,6 +52,8 @@ fn safetensors_dtype(name: &str) -> Option<DType> {
         "I64" => DType::I64,
         "U32" => DType::U32,
         "U8" => DType::U8,
+        // ComfyUI-style fp8 checkpoints; widened exactly to the dtype a layer asks for.
+        "F8_E4M3" => DType::F8E4M3,
         _ => return None,
     })
 }
@@ -103,6 +105,11 @@ impl StreamingSafetensors {
     /// known from the headers alone.
     pub fn element_count(&self) -> u64 {
         self.entries.values().map(|e| e.shape.iter().product::<usize>() as u64).sum()
+    }
+
+    /// [`Self::element_count`] of the tensors whose names pass `keep`.
+    pub fn element_count_where(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        self.entries.iter().filter(|(name, _)| keep(name)).map(|(_, e)| e.shape.iter().product::<usize>() as u64).sum()
     }
 
     /// Reads one tensor and converts it to `dtype` on `device`.

@@ -16,6 +16,7 @@ mod scheduler;
 mod text_encoder;
 mod tokenizer;
 mod transformer;
+mod transformer_fp8;
 mod vae;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ pub fn prepare(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Computatio
         "clip_image_encoder" => clip::prepare(fixture, opts),
         "scheduler" => scheduler::prepare(fixture, opts),
         "transformer" => transformer::prepare(fixture, opts),
+        "transformer_fp8" => transformer_fp8::prepare(fixture, opts),
         "vae_encode" => vae::prepare_encode(fixture, opts),
         "vae_decode" => vae::prepare_decode(fixture, opts),
         "pipeline_t2v" => pipeline::prepare_t2v(fixture, opts),

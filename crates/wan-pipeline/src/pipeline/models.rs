@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
+use crate::fp8::WeightStorage;
 use crate::image_encoder::ClipImageEncoder;
 use crate::loader::read_json;
 use crate::text_encoder::{Umt5Config, WanTextEncoder};
@@ -89,12 +90,14 @@ pub struct ModelDtypes {
     pub text_encoder: DType,
     pub vae: DType,
     pub image_encoder: DType,
+    /// How the DiT blocks' Linears are held (`--weights fp8`: e4m3fn, computed in `transformer`).
+    pub transformer_weights: WeightStorage,
 }
 
 impl ModelDtypes {
-    /// Every component in `dtype`.
+    /// Every component in `dtype`, the weights in it too.
     pub fn uniform(dtype: DType) -> Self {
-        Self { transformer: dtype, text_encoder: dtype, vae: dtype, image_encoder: dtype }
+        Self { transformer: dtype, text_encoder: dtype, vae: dtype, image_encoder: dtype, transformer_weights: WeightStorage::Compute }
     }
 }
 
@@ -143,7 +146,8 @@ impl WanModels {
         let text_config = WanTextEncoder::read_config(model_dir)?;
         let text_encoder =
             if with_text_encoder { Some(WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?) } else { None };
-        let transformer = WanTransformer3DModel::load(&model_dir.join("transformer"), dtypes.transformer, device)?;
+        let transformer =
+            WanTransformer3DModel::load_stored(&model_dir.join("transformer"), dtypes.transformer, dtypes.transformer_weights, device)?;
         let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtypes.vae, device)?;
         let image_encoder = match kind {
             ModelKind::I2v => Some(ClipImageEncoder::load(model_dir, dtypes.image_encoder, device)?),

@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
 use super::layers::RmsNorm;
-use crate::linear::{linear, Linear};
+use crate::linear::{linear_stored, Linear};
 use super::qk_norm::norm_rope;
 use super::rope::RopeTables;
 use crate::Result;
@@ -163,17 +163,17 @@ impl WanAttention {
         let dim = cfg.inner_dim();
         let image_kv = match (with_image_kv, cfg.added_kv_proj_dim) {
             (true, Some(added)) => Some(ImageKvProjection {
-                add_k_proj: linear(added, dim, vb.pp("add_k_proj"))?,
-                add_v_proj: linear(added, dim, vb.pp("add_v_proj"))?,
+                add_k_proj: linear_stored(added, dim, cfg.weight_storage, vb.pp("add_k_proj"))?,
+                add_v_proj: linear_stored(added, dim, cfg.weight_storage, vb.pp("add_v_proj"))?,
                 norm_added_k: RmsNorm::new(dim, cfg.eps, vb.pp("norm_added_k"))?,
             }),
             _ => None,
         };
         Ok(Self {
-            to_q: linear(dim, dim, vb.pp("to_q"))?,
-            to_k: linear(dim, dim, vb.pp("to_k"))?,
-            to_v: linear(dim, dim, vb.pp("to_v"))?,
-            to_out: linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            to_q: linear_stored(dim, dim, cfg.weight_storage, vb.pp("to_q"))?,
+            to_k: linear_stored(dim, dim, cfg.weight_storage, vb.pp("to_k"))?,
+            to_v: linear_stored(dim, dim, cfg.weight_storage, vb.pp("to_v"))?,
+            to_out: linear_stored(dim, dim, cfg.weight_storage, vb.pp("to_out").pp("0"))?,
             norm_q: RmsNorm::new(dim, cfg.eps, vb.pp("norm_q"))?,
             norm_k: RmsNorm::new(dim, cfg.eps, vb.pp("norm_k"))?,
             image_kv,
@@ -215,6 +215,19 @@ impl WanAttention {
             out = (out + attention(&q, k_img, v_img, self.heads, None)?)?;
         }
         Ok(self.to_out.forward(&out)?)
+    }
+
+    /// The projection named as in the checkpoint (`to_q`, `to_out.0`, `add_k_proj`).
+    pub fn linear_at(&self, name: &str) -> Option<&Linear> {
+        match name {
+            "to_q" => Some(&self.to_q),
+            "to_k" => Some(&self.to_k),
+            "to_v" => Some(&self.to_v),
+            "to_out.0" => Some(&self.to_out),
+            "add_k_proj" => self.image_kv.as_ref().map(|kv| &kv.add_k_proj),
+            "add_v_proj" => self.image_kv.as_ref().map(|kv| &kv.add_v_proj),
+            _ => None,
+        }
     }
 
     pub fn has_image_kv(&self) -> bool {

@@ -9,6 +9,7 @@ use super::config::WanTransformerConfig;
 use super::fused::{gated_residual, norm_affine, residual_add};
 use super::layers::{Activation, FeedForward, Fp32LayerNorm};
 use super::rope::RopeTables;
+use crate::linear::Linear;
 use crate::Result;
 
 /// The six (B, 1, dim) f32 modulation vectors of a block: its `scale_shift_table` plus the
@@ -42,10 +43,21 @@ impl WanTransformerBlock {
             attn1: WanAttention::new(cfg, false, vb.pp("attn1"))?,
             attn2: WanAttention::new(cfg, cfg.added_kv_proj_dim.is_some(), vb.pp("attn2"))?,
             norm2,
-            ffn: FeedForward::new(dim, cfg.ffn_dim, dim, Activation::GeluTanh, vb.pp("ffn"))?,
+            ffn: FeedForward::new(dim, cfg.ffn_dim, dim, Activation::GeluTanh, cfg.weight_storage, vb.pp("ffn"))?,
             scale_shift_table: vb.clone().set_dtype(DType::F32).get((1, 6, dim), "scale_shift_table")?,
             eps: cfg.eps,
         })
+    }
+
+    /// The Linear at a path inside the block (`attn1.to_q`, `ffn.net.2`).
+    pub fn linear_at(&self, path: &str) -> Option<&Linear> {
+        let (module, rest) = path.split_once('.')?;
+        match module {
+            "attn1" => self.attn1.linear_at(rest),
+            "attn2" => self.attn2.linear_at(rest),
+            "ffn" => self.ffn.linear_at(rest),
+            _ => None,
+        }
     }
 
     /// This block's cross-attention keys and values for a context (see [`CrossKv`]).

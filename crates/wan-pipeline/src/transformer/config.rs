@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::fp8::WeightStorage;
 use crate::{Error, Result};
 
 /// The transformer's hyper-parameters, with the defaults of diffusers' `WanTransformer3DModel`
@@ -44,6 +45,12 @@ pub struct WanTransformerConfig {
     /// Wan2.1 FLF2V only (a learned position embedding of the image tokens): not supported.
     #[serde(default)]
     pub pos_embed_seq_len: Option<usize>,
+    /// How the blocks' attention and feed-forward Linears are held between calls (the Linears
+    /// diffusers' layerwise casting stores in fp8; everything else stays in the compute dtype).
+    /// Not read from config.json: a load setting, as candle-transformers' configs carry
+    /// `use_flash_attn`.
+    #[serde(skip)]
+    pub weight_storage: WeightStorage,
 }
 
 fn default_patch_size() -> [usize; 3] {

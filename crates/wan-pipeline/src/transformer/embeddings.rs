@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::config::WanTransformerConfig;
 use super::layers::{Activation, FeedForward, Fp32LayerNorm};
+use crate::fp8::WeightStorage;
 use crate::linear::{linear, Linear};
 use crate::{Error, Result};
 
@@ -151,7 +152,7 @@ impl ImageEmbedding {
     pub fn new(image_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm1: Fp32LayerNorm::affine(image_dim, Self::EPS, vb.pp("norm1"))?,
-            ff: FeedForward::new(image_dim, image_dim, dim, Activation::GeluErf, vb.pp("ff"))?,
+            ff: FeedForward::new(image_dim, image_dim, dim, Activation::GeluErf, WeightStorage::Compute, vb.pp("ff"))?,
             norm2: Fp32LayerNorm::affine(dim, Self::EPS, vb.pp("norm2"))?,
         })
     }

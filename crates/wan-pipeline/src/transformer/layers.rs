@@ -5,7 +5,8 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::kernels::{packed_linear_with, Epilogue};
-use crate::linear::{linear, Linear};
+use crate::fp8::WeightStorage;
+use crate::linear::{linear_stored, Linear};
 
 use crate::Result;
 
@@ -113,12 +114,22 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn new(dim: usize, hidden: usize, out: usize, activation: Activation, vb: VarBuilder) -> Result<Self> {
+    /// `storage`: how both Linears are held (the blocks' may be fp8, the image embedder's not).
+    pub fn new(dim: usize, hidden: usize, out: usize, activation: Activation, storage: WeightStorage, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj_in: linear(dim, hidden, vb.pp("net").pp("0").pp("proj"))?,
-            proj_out: linear(hidden, out, vb.pp("net").pp("2"))?,
+            proj_in: linear_stored(dim, hidden, storage, vb.pp("net").pp("0").pp("proj"))?,
+            proj_out: linear_stored(hidden, out, storage, vb.pp("net").pp("2"))?,
             activation,
         })
+    }
+
+    /// `net.0.proj` or `net.2`.
+    pub fn linear_at(&self, name: &str) -> Option<&Linear> {
+        match name {
+            "net.0.proj" => Some(&self.proj_in),
+            "net.2" => Some(&self.proj_out),
+            _ => None,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

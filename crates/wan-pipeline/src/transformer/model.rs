@@ -11,6 +11,7 @@ use super::block::WanTransformerBlock;
 use super::config::WanTransformerConfig;
 use super::embeddings::{ConditionEmbedder, PatchEmbedding, PatchGrid};
 use super::fused::norm_affine;
+use crate::fp8::WeightStorage;
 use crate::linear::{linear, Linear};
 use super::rope::{RopeTables, RotaryEmbedding};
 use crate::{Error, Result};
@@ -94,7 +95,14 @@ impl WanTransformer3DModel {
     /// Loads `transformer_dir/config.json` and its safetensors (single file or sharded), converting
     /// the weights to `dtype` one tensor at a time.
     pub fn load(transformer_dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let cfg: WanTransformerConfig = crate::loader::read_config(transformer_dir)?;
+        Self::load_stored(transformer_dir, dtype, WeightStorage::Compute, device)
+    }
+
+    /// [`Self::load`] with the blocks' Linears held as `storage` says (fp8: converted per tensor
+    /// as it is read, or taken as they are from an e4m3fn checkpoint).
+    pub fn load_stored(transformer_dir: &Path, dtype: DType, storage: WeightStorage, device: &Device) -> Result<Self> {
+        let mut cfg: WanTransformerConfig = crate::loader::read_config(transformer_dir)?;
+        cfg.weight_storage = storage;
         cfg.validate()?;
         let vb = crate::loader::var_builder(transformer_dir, dtype, device)?;
         Self::new(&cfg, vb)
@@ -123,6 +131,14 @@ impl WanTransformer3DModel {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The Linear at a checkpoint path under the blocks (`blocks.0.attn1.to_q`), for checks that
+    /// look at what a layer holds (the fp8 fixtures).
+    pub fn block_linear(&self, path: &str) -> Option<&Linear> {
+        let rest = path.strip_prefix("blocks.")?;
+        let (index, rest) = rest.split_once('.')?;
+        self.blocks.get(index.parse::<usize>().ok()?)?.linear_at(rest)
     }
 
     pub fn device(&self) -> &Device {

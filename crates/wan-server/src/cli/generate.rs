@@ -64,6 +64,10 @@ pub struct GenerateArgs {
     /// The VAE's dtype (f32, bf16, f16); diffusers recommends f32 with a bf16 DiT.
     #[arg(long)]
     pub vae_dtype: Option<String>,
+    /// bf16 | fp8: how the DiT blocks' Linears are held (fp8: float8 e4m3fn, widened to the
+    /// DiT's dtype for each call, as diffusers' layerwise casting; about half a bf16 DiT).
+    #[arg(long, env = "WAN_WEIGHTS", default_value = "bf16")]
+    pub weights: String,
     /// auto | native | generic: the native CPU kernels, or candle's ops (what a GPU runs).
     #[arg(long, env = "WAN_KERNELS", default_value = "auto")]
     pub kernels: String,
@@ -86,6 +90,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let dtypes = ModelDtypes {
         text_encoder: component_dtype(&args.text_encoder_dtype)?.unwrap_or(dtype),
         vae: component_dtype(&args.vae_dtype)?.unwrap_or(dtype),
+        transformer_weights: wan_pipeline::fp8::WeightStorage::parse(&args.weights)?,
         ..ModelDtypes::uniform(dtype)
     };
     let kernels = args.kernels.parse::<wan_pipeline::backend::KernelChoice>()?;

@@ -12,7 +12,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     init_logging(&config.log_format);
     wan_pipeline::backend::set_kernel_choice(config.kernel_choice()?);
     let factory = WanPipelineFactory::new(config.device_choice()?, config.vram_budget_bytes()?)?
-        .with_text_encoder_dtype(config.text_encoder_dtype()?);
+        .with_text_encoder_dtype(config.text_encoder_dtype()?)
+        .with_weights(config.weight_storage()?)
+        .with_text_encoder_kept(config.keep_text_encoder);
     actix_web::rt::System::new().block_on(crate::server::run(config, Arc::new(factory)))?;
     Ok(())
 }
