@@ -165,7 +165,7 @@ pub fn job(dir: &Path, dtype: DType, device: &Device, [width, height, frames]: [
     let latents = pipeline::denoise_prepared(
         &models,
         &mut prepared,
-        guidance,
+        pipeline::stages::Guidance::of(&params),
         &mut |_| {
             watch.sample();
             Control::Continue

@@ -82,18 +82,21 @@ impl WeightBytes {
             let elements = crate::loader::streaming::StreamingSafetensors::open(&files)?.element_count();
             Ok(elements * dtype.size_in_bytes() as u64)
         };
-        // The DiT's fp8 layers weigh a byte per value, the rest its compute dtype's size.
-        let transformer = {
-            let files = crate::loader::safetensors_files(&model_dir.join("transformer"))?;
+        // The DiT's fp8 layers weigh a byte per value, the rest its compute dtype's size; Wan2.2
+        // A14B's two experts are both resident.
+        let dit = |component: &str| -> Result<u64> {
+            let files = crate::loader::safetensors_files(&model_dir.join(component))?;
             let tensors = crate::loader::streaming::StreamingSafetensors::open(&files)?;
             let stored = tensors.element_count_where(crate::fp8::is_stored_fp8);
             let compute_bytes = dtypes.transformer.size_in_bytes() as u64;
             let stored_bytes = dtypes.transformer_weights.bytes_per_value(dtypes.transformer) as u64;
-            (tensors.element_count() - stored) * compute_bytes + stored * stored_bytes
+            Ok((tensors.element_count() - stored) * compute_bytes + stored * stored_bytes)
         };
+        let layout = crate::pipeline::read_layout(model_dir)?;
+        let transformer = dit("transformer")? + if layout.has_transformer_2 { dit("transformer_2")? } else { 0 };
         Ok(WeightBytes {
             text_encoder: size("text_encoder", dtypes.text_encoder)?,
-            image_encoder: if kind == ModelKind::I2v { size("image_encoder", dtypes.image_encoder)? } else { 0 },
+            image_encoder: if kind == ModelKind::I2v && layout.has_image_encoder { size("image_encoder", dtypes.image_encoder)? } else { 0 },
             transformer,
             vae: size("vae", dtypes.vae)?,
         })

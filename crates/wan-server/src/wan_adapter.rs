@@ -101,6 +101,7 @@ impl LoadedPipeline for WanLoadedPipeline {
             num_frames,
             num_inference_steps: p.num_inference_steps as usize,
             guidance_scale: p.guidance_scale,
+            guidance_scale_2: None,
             shift: None,
             seed: p.seed,
             max_sequence_length: MAX_SEQUENCE_LENGTH,

@@ -166,3 +166,55 @@ async fn text_image_and_video_to_video_jobs_end_in_mp4s() {
     assert_eq!(ffprobe(&v2v), ("h264".to_string(), 6, 64, 48));
     running.shutdown().await;
 }
+
+/// The Wan2.2 A14B layout (two experts, no CLIP for image-to-video) served as it is, with the
+/// DiT blocks in fp8 and the text encoder kept between jobs: both jobs end in mp4s.
+#[actix_web::test]
+async fn wan22_two_expert_models_serve_text_and_image_to_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        port: 0,
+        data_dir: tmp.path().join("data"),
+        models_dir: shared().join("models"),
+        model: Some("wan22-tiny-t2v-moe".into()),
+        i2v_model: Some("wan22-tiny-i2v-moe".into()),
+        hub_cache_dir: Some(std::env::temp_dir().join("wan-readme-empty-hub")),
+        hub_endpoint: Some("http://127.0.0.1:9".into()),
+        min_steps: 1,
+        ..ServerConfig::default()
+    };
+    let factory = WanPipelineFactory::cpu().with_weights(wan_pipeline::fp8::WeightStorage::Fp8E4m3).with_text_encoder_kept(true);
+    let running = start(cfg, Arc::new(factory)).await.expect("server starts");
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    wait_loaded(&client, &base, &["t2v", "i2v"]).await;
+
+    let r = client
+        .post(format!("{base}/api/v1/generate/text-to-video"))
+        .json(&serde_json::json!({"prompt": "A paper boat", "num_frames": 9, "fps": 8, "width": 64, "height": 48,
+                                  "num_inference_steps": 4, "seed": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(&client, &base, &id).await;
+    let t2v = download(&client, &base, &job, tmp.path()).await;
+    assert_eq!(ffprobe(&t2v), ("h264".to_string(), 9, 64, 48));
+
+    let png = std::fs::read(shared().join("fixtures/pipeline_i2v_moe/image.png")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(png).file_name("lighthouse.png"))
+        .text("prompt", "The beam sweeps")
+        .text("num_frames", "5")
+        .text("width", "48")
+        .text("height", "64")
+        .text("num_inference_steps", "4");
+    let r = client.post(format!("{base}/api/v1/generate/image-to-video")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(&client, &base, &id).await;
+    let i2v = download(&client, &base, &job, tmp.path()).await;
+    assert_eq!(ffprobe(&i2v), ("h264".to_string(), 5, 48, 64));
+    running.shutdown().await;
+}

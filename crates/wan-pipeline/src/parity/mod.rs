@@ -59,8 +59,8 @@ pub fn prepare(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Computatio
         "transformer_fp8" => transformer_fp8::prepare(fixture, opts),
         "vae_encode" => vae::prepare_encode(fixture, opts),
         "vae_decode" => vae::prepare_decode(fixture, opts),
-        "pipeline_t2v" => pipeline::prepare_t2v(fixture, opts),
-        "pipeline_i2v" => pipeline::prepare_i2v(fixture, opts),
+        "pipeline_t2v" | "pipeline_t2v_moe" => pipeline::prepare_t2v(fixture, opts),
+        "pipeline_i2v" | "pipeline_i2v_moe" => pipeline::prepare_i2v(fixture, opts),
         "pipeline_v2v" => pipeline::prepare_v2v(fixture, opts),
         _ => Ok(None),
     }

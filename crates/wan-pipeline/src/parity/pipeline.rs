@@ -37,6 +37,7 @@ fn params_from_call(f: &Fixture, num_frames: usize) -> Result<GenerationParams> 
     p.num_frames = num_frames;
     p.num_inference_steps = field_usize(f, "num_inference_steps")?;
     p.guidance_scale = field_f64(f, "guidance_scale")?;
+    p.guidance_scale_2 = f.call.get("guidance_scale_2").and_then(Value::as_f64);
     p.max_sequence_length = field_usize(f, "max_sequence_length")?;
     Ok(p)
 }
@@ -58,7 +59,7 @@ fn run_common(models: &WanModels, params: &GenerationParams, conditioning: &Cond
     let mut prepared = pipeline::prepare(models, params, conditioning, noise)?;
     let mut trace = Trace::default();
     let latents_start = prepared.latents.clone();
-    let latents = pipeline::denoise_prepared(models, &mut prepared, params.guidance_scale, &mut |_| Control::Continue, Some(&mut trace))?;
+    let latents = pipeline::denoise_prepared(models, &mut prepared, stages::Guidance::of(params), &mut |_| Control::Continue, Some(&mut trace))?;
     let video = stages::decode(models, &latents)?;
     let frames = stages::video_to_unit_frames(&video)?;
     let sigmas: Vec<f32> = prepared.scheduler.sigmas().iter().map(|&s| s as f32).collect();
@@ -75,6 +76,9 @@ fn run_common(models: &WanModels, params: &GenerationParams, conditioning: &Cond
         out.insert("noise_pred_uncond".into(), stack("noise_pred_uncond", &trace.noise_pred_uncond)?);
     }
     out.insert("timesteps_run".into(), i64_tensor(&trace.timesteps_run)?);
+    if models.transformer_2.is_some() {
+        out.insert("expert".into(), Tensor::new(trace.expert.clone(), &Device::Cpu)?);
+    }
     out.insert("step_latents".into(), stack("step_latents", &trace.step_latents)?);
     out.insert("latents_start".into(), latents_start);
     Ok((out, prepared))
@@ -101,8 +105,13 @@ pub fn prepare_i2v(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Comput
         let (mut out, prepared) = run_common(&models, &params, &conditioning, &latents)?;
         out.remove("latents_start");
         let missing = |what: &str| Error::Fixture(format!("i2v run produced no {what}"));
-        out.insert("clip_pixel_values".into(), prepared.clip_pixel_values.ok_or_else(|| missing("clip_pixel_values"))?);
-        out.insert("image_embeds".into(), prepared.image_embeds.ok_or_else(|| missing("image_embeds"))?.to_dtype(DType::F32)?);
+        // Wan2.2 image-to-video has no CLIP: the fixture then holds neither tensor.
+        if let Some(pixels) = prepared.clip_pixel_values {
+            out.insert("clip_pixel_values".into(), pixels);
+        }
+        if let Some(embeds) = prepared.image_embeds {
+            out.insert("image_embeds".into(), embeds.to_dtype(DType::F32)?);
+        }
         out.insert("image_preprocessed".into(), prepared.preprocessed.ok_or_else(|| missing("image_preprocessed"))?);
         out.insert("condition".into(), prepared.condition.ok_or_else(|| missing("condition"))?);
         Ok(out)

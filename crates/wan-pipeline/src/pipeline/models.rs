@@ -36,6 +36,58 @@ impl ModelKind {
 struct ModelIndex {
     #[serde(rename = "_class_name")]
     class_name: String,
+    /// Wan2.2 A14B: the fraction of the training timesteps above which the high-noise expert
+    /// (`transformer`) runs, the low-noise one (`transformer_2`) below.
+    #[serde(default)]
+    boundary_ratio: Option<f64>,
+    /// `["diffusers", "WanTransformer3DModel"]`, or `[null, null]` / absent for one transformer.
+    #[serde(default)]
+    transformer_2: Option<serde_json::Value>,
+    /// `[null, null]` in Wan2.2 image-to-video (no CLIP); absent means "as the class has it".
+    #[serde(default)]
+    image_encoder: Option<serde_json::Value>,
+}
+
+/// Whether a `model_index.json` entry names a component (`["lib", "Class"]`, not `[null, null]`).
+fn names_component(entry: &Option<serde_json::Value>) -> bool {
+    match entry {
+        Some(serde_json::Value::Array(parts)) => parts.first().is_some_and(|p| !p.is_null()),
+        Some(serde_json::Value::Null) | None => false,
+        Some(_) => true,
+    }
+}
+
+/// The components a pipeline directory's `model_index.json` says it has beyond Wan2.1's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PipelineLayout {
+    pub kind: ModelKind,
+    /// Wan2.2 A14B's second (low-noise) expert, and where the experts switch.
+    pub boundary_ratio: Option<f64>,
+    pub has_transformer_2: bool,
+    /// Wan2.1 image-to-video has a CLIP image encoder; Wan2.2's has none.
+    pub has_image_encoder: bool,
+}
+
+/// Reads `model_index.json` for the kind and the optional components.
+pub fn read_layout(model_dir: &Path) -> Result<PipelineLayout> {
+    let kind = detect_kind(model_dir)?;
+    let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
+    let has_transformer_2 = names_component(&index.transformer_2);
+    let has_image_encoder = kind == ModelKind::I2v && (index.image_encoder.is_none() || names_component(&index.image_encoder));
+    if has_transformer_2 != index.boundary_ratio.is_some() {
+        return Err(Error::InvalidInput(format!(
+            "{}: model_index.json has {} but {}: two experts need both transformer_2 and boundary_ratio",
+            model_dir.display(),
+            if has_transformer_2 { "transformer_2" } else { "boundary_ratio" },
+            if has_transformer_2 { "no boundary_ratio" } else { "no transformer_2" },
+        )));
+    }
+    if let Some(ratio) = index.boundary_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::InvalidInput(format!("{}: boundary_ratio must be within 0..=1, got {ratio}", model_dir.display())));
+        }
+    }
+    Ok(PipelineLayout { kind, boundary_ratio: index.boundary_ratio, has_transformer_2, has_image_encoder })
 }
 
 /// Reads `model_index.json` and says which kind of Wan pipeline the directory holds.
@@ -59,12 +111,16 @@ pub fn detect_kind(model_dir: &Path) -> Result<ModelKind> {
 /// Checks that every file a Wan pipeline of this directory's kind needs is present (configs,
 /// tokenizer, and every weight shard an index names), without reading any weights.
 pub fn check_complete(model_dir: &Path) -> Result<ModelKind> {
-    let kind = detect_kind(model_dir)?;
+    let layout = read_layout(model_dir)?;
+    let kind = layout.kind;
     let mut files = vec!["tokenizer/tokenizer.json", "scheduler/scheduler_config.json"];
     let mut components = vec!["text_encoder", "transformer", "vae"];
-    if kind == ModelKind::I2v {
+    if layout.has_image_encoder {
         files.push("image_processor/preprocessor_config.json");
         components.push("image_encoder");
+    }
+    if layout.has_transformer_2 {
+        components.push("transformer_2");
     }
     for file in files {
         if !model_dir.join(file).is_file() {
@@ -115,6 +171,10 @@ pub struct WanModels {
     /// The text encoder's config, known whether or not its weights are loaded.
     pub text_config: Umt5Config,
     pub transformer: WanTransformer3DModel,
+    /// Wan2.2 A14B: the low-noise expert, run for the timesteps below `boundary_ratio` of the
+    /// training schedule (`transformer` runs the others).
+    pub transformer_2: Option<WanTransformer3DModel>,
+    pub boundary_ratio: Option<f64>,
     pub vae: AutoencoderKLWan,
     /// Present for image-to-video models.
     pub image_encoder: Option<ClipImageEncoder>,
@@ -143,15 +203,25 @@ impl WanModels {
 
     fn load_components(model_dir: &Path, dtypes: ModelDtypes, device: &Device, with_text_encoder: bool) -> Result<Self> {
         let kind = check_complete(model_dir)?;
+        let layout = read_layout(model_dir)?;
         let text_config = WanTextEncoder::read_config(model_dir)?;
         let text_encoder =
             if with_text_encoder { Some(WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?) } else { None };
         let transformer =
             WanTransformer3DModel::load_stored(&model_dir.join("transformer"), dtypes.transformer, dtypes.transformer_weights, device)?;
+        let transformer_2 = match layout.has_transformer_2 {
+            true => Some(WanTransformer3DModel::load_stored(
+                &model_dir.join("transformer_2"),
+                dtypes.transformer,
+                dtypes.transformer_weights,
+                device,
+            )?),
+            false => None,
+        };
         let vae = AutoencoderKLWan::load(&model_dir.join("vae"), dtypes.vae, device)?;
-        let image_encoder = match kind {
-            ModelKind::I2v => Some(ClipImageEncoder::load(model_dir, dtypes.image_encoder, device)?),
-            ModelKind::T2v => None,
+        let image_encoder = match layout.has_image_encoder {
+            true => Some(ClipImageEncoder::load(model_dir, dtypes.image_encoder, device)?),
+            false => None,
         };
         Ok(Self {
             dir: model_dir.to_path_buf(),
@@ -162,6 +232,8 @@ impl WanModels {
             text_encoder,
             text_config,
             transformer,
+            transformer_2,
+            boundary_ratio: layout.boundary_ratio,
             vae,
             image_encoder,
         })

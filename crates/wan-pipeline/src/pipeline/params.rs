@@ -27,6 +27,9 @@ pub struct GenerationParams {
     pub num_frames: usize,
     pub num_inference_steps: usize,
     pub guidance_scale: f64,
+    /// Wan2.2 A14B: the guidance of the low-noise expert's steps (`None`: `guidance_scale`).
+    /// Whether guidance runs at all is decided by `guidance_scale` alone, as in diffusers.
+    pub guidance_scale_2: Option<f64>,
     /// Overrides the scheduler's `flow_shift` when given.
     pub shift: Option<f64>,
     /// The seed of the noise; the pipeline does not draw one itself (see `draw_seed`).
@@ -46,6 +49,7 @@ impl GenerationParams {
             num_frames: 81,
             num_inference_steps: 50,
             guidance_scale: 5.0,
+            guidance_scale_2: None,
             shift: None,
             seed: 0,
             max_sequence_length: 512,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use super::stages::{self, DenoiseInputs, LatentGeometry, PromptEmbeddings};
+use super::stages::{self, DenoiseInputs, Guidance, LatentGeometry, PromptEmbeddings};
 use super::{gaussian_noise, round_up_frames, Conditioning, Control, GenerationParams, ModelKind, StepProgress, Trace, WanModels};
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
@@ -118,15 +118,15 @@ pub fn prepare_with(
             scheduler.set_begin_index(0);
         }
         Conditioning::Image(image) => {
-            let encoder = models
-                .image_encoder
-                .as_ref()
-                .ok_or_else(|| Error::InvalidInput("the model has no image encoder".into()))?;
-            let pixel_values = encoder.preprocess(image)?;
-            image_embeds = Some(encoder.encode(&pixel_values.to_dtype(models.dtypes.image_encoder)?)?);
+            // Wan2.1 also embeds the image with CLIP for its image cross-attention; Wan2.2 has no
+            // image encoder and is conditioned by the latent condition alone.
+            if let Some(encoder) = &models.image_encoder {
+                let pixel_values = encoder.preprocess(image)?;
+                image_embeds = Some(encoder.encode(&pixel_values.to_dtype(models.dtypes.image_encoder)?)?);
+                clip_pixel_values = Some(pixel_values);
+            }
             let image_tensor = stages::image_to_tensor(image, params.height, params.width, device)?;
             condition = Some(stages::prepare_image_condition(models, &image_tensor, frames_generated, shape)?);
-            clip_pixel_values = Some(pixel_values);
             preprocessed = Some(image_tensor);
         }
         Conditioning::Video { frames, strength } => {
@@ -177,14 +177,14 @@ pub fn prepare_with(
 pub fn denoise_prepared(
     models: &WanModels,
     prepared: &mut Prepared,
-    guidance_scale: f64,
+    guidance: Guidance,
     on_step: &mut dyn FnMut(StepProgress) -> Control,
     trace: Option<&mut Trace>,
 ) -> Result<Tensor> {
     let inputs = DenoiseInputs {
         prompt_embeds: &prepared.prompt_embeds,
         negative_prompt_embeds: prepared.negative_prompt_embeds.as_ref(),
-        guidance_scale,
+        guidance,
         condition: prepared.condition.as_ref(),
         image_embeds: prepared.image_embeds.as_ref(),
     };
@@ -247,7 +247,7 @@ pub fn generate_with(
     let mut times = StageTimes { text_encode: prepared.text_encode, ..StageTimes::default() };
     times.prepare_rest = started.elapsed().saturating_sub(prepared.text_encode);
     let steps_started = Instant::now();
-    let latents = denoise_prepared(models, &mut prepared, params.guidance_scale, on_step, None)?;
+    let latents = denoise_prepared(models, &mut prepared, Guidance::of(params), on_step, None)?;
     times.steps = steps_started.elapsed();
     let decode_started = Instant::now();
     let z = models.vae.denormalize_latents(&latents)?.to_dtype(models.dtypes.vae)?;

@@ -7,6 +7,7 @@ use image::RgbImage;
 
 use super::{Control, GenerationParams, StepProgress, Trace, WanModels};
 use crate::text_encoder::WanTextEncoder;
+use crate::transformer::PreparedContext;
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
 
@@ -139,11 +140,27 @@ pub fn prepare_image_condition(models: &WanModels, image: &Tensor, num_frames: u
     Ok(Tensor::cat(&[&mask, &latent_condition.to_dtype(DType::F32)?], 1)?)
 }
 
+/// The guidance scale of each expert's steps (one model: `high_noise` for every step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    /// `guidance_scale`: the steps of `transformer`.
+    pub high_noise: f64,
+    /// `guidance_scale_2`: the steps of Wan2.2's low-noise expert `transformer_2`.
+    pub low_noise: f64,
+}
+
+impl Guidance {
+    /// `guidance_scale`, and `guidance_scale_2` or else `guidance_scale` again, as diffusers.
+    pub fn of(params: &GenerationParams) -> Self {
+        Guidance { high_noise: params.guidance_scale, low_noise: params.guidance_scale_2.unwrap_or(params.guidance_scale) }
+    }
+}
+
 /// What the denoising loop is conditioned on besides the latents.
 pub struct DenoiseInputs<'a> {
     pub prompt_embeds: &'a Tensor,
     pub negative_prompt_embeds: Option<&'a Tensor>,
-    pub guidance_scale: f64,
+    pub guidance: Guidance,
     /// i2v: the mask + image latent, concatenated to the latents on channels at every step.
     pub condition: Option<&'a Tensor>,
     /// i2v: the CLIP image embedding, used for both guidance passes.
@@ -165,28 +182,47 @@ pub fn denoise(
     let total = timesteps.len();
     let dtype = models.dtype;
     let batch = latents.dim(0)?;
-    let transformer = &models.transformer;
     let image_embeds = inputs.image_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
+    let prompt_embeds = inputs.prompt_embeds.to_dtype(dtype)?;
+    let negative_prompt_embeds = inputs.negative_prompt_embeds.map(|t| t.to_dtype(dtype)).transpose()?;
+    // Wan2.2 A14B: timesteps at or above the boundary run the high-noise expert, the rest the
+    // low-noise one; one scheduler (and its multistep history) runs across the switch.
+    let boundary = match (&models.transformer_2, models.boundary_ratio) {
+        (Some(_), Some(ratio)) => Some(ratio * scheduler.num_train_timesteps() as f64),
+        _ => None,
+    };
     // The text (and image) context of each prompt, embedded and projected to every block's
-    // cross-attention keys and values once per job: it depends on neither the latents nor the step.
-    let cond_context = transformer.prepare_context(&inputs.prompt_embeds.to_dtype(dtype)?, image_embeds.as_ref())?;
-    let uncond_context = inputs
-        .negative_prompt_embeds
-        .map(|t| transformer.prepare_context(&t.to_dtype(dtype)?, image_embeds.as_ref()))
-        .transpose()?;
+    // cross-attention keys and values once per job and expert: it depends on neither the
+    // latents nor the step. The high-noise expert's is dropped when the low-noise one starts.
+    let mut contexts: [Option<(PreparedContext, Option<PreparedContext>)>; 2] = [None, None];
     for (i, &t) in timesteps.iter().enumerate() {
+        let (expert, transformer, guidance_scale) = match (boundary, &models.transformer_2) {
+            (Some(b), Some(low_noise)) if t < b => (1, low_noise, inputs.guidance.low_noise),
+            _ => (0, &models.transformer, inputs.guidance.high_noise),
+        };
+        if contexts[expert].is_none() {
+            let cond = transformer.prepare_context(&prompt_embeds, image_embeds.as_ref())?;
+            let uncond = negative_prompt_embeds.as_ref().map(|t| transformer.prepare_context(t, image_embeds.as_ref())).transpose()?;
+            contexts[expert] = Some((cond, uncond));
+            if expert == 1 {
+                contexts[0] = None;
+            }
+        }
+        let Some((cond_context, uncond_context)) = &contexts[expert] else {
+            return Err(Error::InvalidInput("no text context for the expert".into()));
+        };
         let model_input = match inputs.condition {
             Some(cond) => Tensor::cat(&[&latents, cond], 1)?,
             None => latents.clone(),
         }
         .to_dtype(dtype)?;
         let timestep = Tensor::full(t as f32, batch, latents.device())?;
-        let noise_cond = transformer.forward_with_context(&model_input, &timestep, &cond_context, None)?.to_dtype(DType::F32)?;
-        let noise_pred = match &uncond_context {
+        let noise_cond = transformer.forward_with_context(&model_input, &timestep, cond_context, None)?.to_dtype(DType::F32)?;
+        let noise_pred = match uncond_context {
             Some(uncond) => {
                 let noise_uncond = transformer.forward_with_context(&model_input, &timestep, uncond, None)?.to_dtype(DType::F32)?;
                 // uncond + g * (cond - uncond)
-                let guided = (&noise_uncond + ((&noise_cond - &noise_uncond)? * inputs.guidance_scale)?)?;
+                let guided = (&noise_uncond + ((&noise_cond - &noise_uncond)? * guidance_scale)?)?;
                 if let Some(tr) = trace.as_deref_mut() {
                     tr.noise_pred_uncond.push(noise_uncond);
                 }
@@ -197,6 +233,7 @@ pub fn denoise(
         latents = scheduler.step(&noise_pred, t, &latents)?;
         if let Some(tr) = trace.as_deref_mut() {
             tr.timesteps_run.push(t);
+            tr.expert.push(expert as i64);
             tr.noise_pred_cond.push(noise_cond);
             tr.step_latents.push(latents.clone());
         }

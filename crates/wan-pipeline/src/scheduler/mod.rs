@@ -78,6 +78,14 @@ impl Scheduler {
     }
 
     /// Builds the schedule and resets the sampler state (including the begin index).
+    /// The training schedule's length (`num_train_timesteps`, 1000 for Wan).
+    pub fn num_train_timesteps(&self) -> usize {
+        match self {
+            Self::UniPc(s) => s.config().num_train_timesteps,
+            Self::FlowMatchEuler(s) => s.config().num_train_timesteps,
+        }
+    }
+
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         match self {
             Self::UniPc(s) => s.set_timesteps(num_inference_steps),

@@ -49,6 +49,9 @@ pub struct GenerateArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 5.0)]
     pub guidance: f64,
+    /// Wan2.2 A14B: the guidance of the low-noise expert's steps (default: --guidance).
+    #[arg(long)]
+    pub guidance_2: Option<f64>,
     /// Overrides the scheduler's flow shift.
     #[arg(long)]
     pub shift: Option<f64>,
@@ -120,6 +123,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         },
         num_inference_steps: args.steps,
         guidance_scale: args.guidance,
+        guidance_scale_2: args.guidance_2,
         shift: args.shift,
         seed,
         max_sequence_length: 512,
