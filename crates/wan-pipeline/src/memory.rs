@@ -77,16 +77,14 @@ impl WeightBytes {
 
     /// [`WeightBytes::of_dir`] with each component in its own dtype.
     pub fn of_dir_with(model_dir: &Path, kind: ModelKind, dtypes: ModelDtypes) -> Result<Self> {
-        let size = |component: &str, dtype: DType| -> Result<u64> {
-            let files = crate::loader::safetensors_files(&model_dir.join(component))?;
-            let elements = crate::loader::streaming::StreamingSafetensors::open(&files)?.element_count();
-            Ok(elements * dtype.size_in_bytes() as u64)
+        let headers = |component: &str| -> Result<crate::loader::streaming::StreamingSafetensors> {
+            crate::loader::streaming::StreamingSafetensors::open(&crate::loader::safetensors_files(&model_dir.join(component))?)
         };
+        let size = |component: &str, dtype: DType| -> Result<u64> { Ok(headers(component)?.element_count() * dtype.size_in_bytes() as u64) };
         // The DiT's fp8 layers weigh a byte per value, the rest its compute dtype's size; Wan2.2
         // A14B's two experts are both resident.
         let dit = |component: &str| -> Result<u64> {
-            let files = crate::loader::safetensors_files(&model_dir.join(component))?;
-            let tensors = crate::loader::streaming::StreamingSafetensors::open(&files)?;
+            let tensors = headers(component)?;
             let stored = tensors.element_count_where(crate::fp8::is_stored_fp8);
             let compute_bytes = dtypes.transformer.size_in_bytes() as u64;
             let stored_bytes = dtypes.transformer_weights.bytes_per_value(dtypes.transformer) as u64;

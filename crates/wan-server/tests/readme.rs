@@ -83,6 +83,16 @@ async fn download(client: &reqwest::Client, base: &str, job: &serde_json::Value,
     path
 }
 
+/// Submits a generation request, waits for the job, and downloads its mp4 into `dir`.
+async fn run_job(client: &reqwest::Client, base: &str, request: reqwest::RequestBuilder, dir: &Path) -> (serde_json::Value, PathBuf) {
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(client, base, &id).await;
+    let path = download(client, base, &job, dir).await;
+    (job, path)
+}
+
 #[actix_web::test]
 async fn readme_curl_examples_produce_a_video_with_the_demo_model() {
     let tmp = tempfile::tempdir().unwrap();
@@ -119,18 +129,12 @@ async fn text_image_and_video_to_video_jobs_end_in_mp4s() {
     wait_loaded(&client, &base, &["t2v", "i2v"]).await;
 
     // Text-to-video: 6 frames asked (not 4k+1) -> exactly 6 in the file.
-    let r = client
+    let request = client
         .post(format!("{base}/api/v1/generate/text-to-video"))
         .json(&serde_json::json!({"prompt": "A red fox runs", "num_frames": 6, "fps": 8, "width": 64, "height": 48,
-                                  "num_inference_steps": 3, "seed": 7}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
-    let job = wait_job(&client, &base, &id).await;
+                                  "num_inference_steps": 3, "seed": 7}));
+    let (job, t2v) = run_job(&client, &base, request, tmp.path()).await;
     assert_eq!(job["seed"], 7);
-    let t2v = download(&client, &base, &job, tmp.path()).await;
     assert_eq!(ffprobe(&t2v), ("h264".to_string(), 6, 64, 48));
 
     // Image-to-video from an upload.
@@ -189,17 +193,11 @@ async fn wan22_two_expert_models_serve_text_and_image_to_video() {
     let client = reqwest::Client::new();
     wait_loaded(&client, &base, &["t2v", "i2v"]).await;
 
-    let r = client
+    let request = client
         .post(format!("{base}/api/v1/generate/text-to-video"))
         .json(&serde_json::json!({"prompt": "A paper boat", "num_frames": 9, "fps": 8, "width": 64, "height": 48,
-                                  "num_inference_steps": 4, "seed": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
-    let job = wait_job(&client, &base, &id).await;
-    let t2v = download(&client, &base, &job, tmp.path()).await;
+                                  "num_inference_steps": 4, "seed": 3}));
+    let (_, t2v) = run_job(&client, &base, request, tmp.path()).await;
     assert_eq!(ffprobe(&t2v), ("h264".to_string(), 9, 64, 48));
 
     let png = std::fs::read(shared().join("fixtures/pipeline_i2v_moe/image.png")).unwrap();
@@ -210,11 +208,8 @@ async fn wan22_two_expert_models_serve_text_and_image_to_video() {
         .text("width", "48")
         .text("height", "64")
         .text("num_inference_steps", "4");
-    let r = client.post(format!("{base}/api/v1/generate/image-to-video")).multipart(form).send().await.unwrap();
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
-    let job = wait_job(&client, &base, &id).await;
-    let i2v = download(&client, &base, &job, tmp.path()).await;
+    let request = client.post(format!("{base}/api/v1/generate/image-to-video")).multipart(form);
+    let (_, i2v) = run_job(&client, &base, request, tmp.path()).await;
     assert_eq!(ffprobe(&i2v), ("h264".to_string(), 5, 48, 64));
     running.shutdown().await;
 }

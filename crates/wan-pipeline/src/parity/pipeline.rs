@@ -120,13 +120,7 @@ pub fn prepare_i2v(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Comput
 
 pub fn prepare_v2v(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Computation>> {
     let models = WanModels::load(&fixture.model_dir, opts.dtype, &opts.device)?;
-    let names: Vec<String> = fixture
-        .call_field("video")?
-        .as_array()
-        .ok_or_else(|| Error::Fixture(format!("{}: call.video is not a list", fixture.name)))?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+    let names = super::tokenizer::string_list(fixture, "video")?;
     let frames = names.iter().map(|n| load_png(fixture, n)).collect::<Result<Vec<_>>>()?;
     let strength = field_f64(fixture, "strength")?;
     let params = params_from_call(fixture, frames.len())?;

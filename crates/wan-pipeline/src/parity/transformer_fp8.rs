@@ -19,13 +19,7 @@ pub fn prepare(fixture: &Fixture, opts: &RunOptions) -> Result<Option<Computatio
     let bf16_model = WanTransformer3DModel::load(&dir, DType::BF16, &device)?;
     let f32_model = WanTransformer3DModel::load(&dir, DType::F32, &device)?;
     let checkpoint = StreamingSafetensors::open(&crate::loader::safetensors_files(&dir)?)?;
-    let named: Vec<String> = fixture
-        .call_field("named_layers")?
-        .as_array()
-        .ok_or_else(|| Error::Fixture(format!("{}: call.named_layers is not a list", fixture.name)))?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let named = super::tokenizer::string_list(fixture, "named_layers")?;
     let input = |name: &str| -> Result<Tensor> { Ok(fixture.input(name)?.to_device(&device)?) };
     let hidden = input("hidden_states")?;
     let timestep = input("timestep")?;

@@ -12,7 +12,7 @@ pub mod stages;
 mod run;
 mod trace;
 
-pub use models::{check_complete, detect_kind, read_layout, ModelDtypes, ModelKind, PipelineLayout, WanModels};
+pub use models::{check_complete, check_complete_layout, detect_kind, read_layout, ModelDtypes, ModelKind, PipelineLayout, WanModels};
 pub use noise::{draw_seed, gaussian_noise};
 pub use params::{round_up_frames, GenerationParams, Conditioning};
 pub use run::{denoise_prepared, generate, generate_with, noise_shape, prepare, prepare_with, GeneratedVideo, Prepared, StageTimes};

@@ -70,8 +70,8 @@ pub struct PipelineLayout {
 
 /// Reads `model_index.json` for the kind and the optional components.
 pub fn read_layout(model_dir: &Path) -> Result<PipelineLayout> {
-    let kind = detect_kind(model_dir)?;
-    let index: ModelIndex = read_json(&model_dir.join("model_index.json"))?;
+    let index = read_index(model_dir)?;
+    let kind = kind_of(&index, model_dir)?;
     let has_transformer_2 = names_component(&index.transformer_2);
     let has_image_encoder = kind == ModelKind::I2v && (index.image_encoder.is_none() || names_component(&index.image_encoder));
     if has_transformer_2 != index.boundary_ratio.is_some() {
@@ -93,11 +93,18 @@ pub fn read_layout(model_dir: &Path) -> Result<PipelineLayout> {
 /// Reads `model_index.json` and says which kind of Wan pipeline the directory holds.
 /// Anything that is not a Wan diffusers pipeline is an error that says so.
 pub fn detect_kind(model_dir: &Path) -> Result<ModelKind> {
+    kind_of(&read_index(model_dir)?, model_dir)
+}
+
+fn read_index(model_dir: &Path) -> Result<ModelIndex> {
     let path = model_dir.join("model_index.json");
     if !path.is_file() {
         return Err(Error::MissingModelFile { path: model_dir.to_path_buf(), what: "model_index.json".into() });
     }
-    let index: ModelIndex = read_json(&path)?;
+    read_json(&path)
+}
+
+fn kind_of(index: &ModelIndex, model_dir: &Path) -> Result<ModelKind> {
     match index.class_name.as_str() {
         "WanPipeline" | "WanVideoToVideoPipeline" => Ok(ModelKind::T2v),
         "WanImageToVideoPipeline" => Ok(ModelKind::I2v),
@@ -111,8 +118,12 @@ pub fn detect_kind(model_dir: &Path) -> Result<ModelKind> {
 /// Checks that every file a Wan pipeline of this directory's kind needs is present (configs,
 /// tokenizer, and every weight shard an index names), without reading any weights.
 pub fn check_complete(model_dir: &Path) -> Result<ModelKind> {
+    Ok(check_complete_layout(model_dir)?.kind)
+}
+
+/// [`check_complete`], returning the whole layout it checked against.
+pub fn check_complete_layout(model_dir: &Path) -> Result<PipelineLayout> {
     let layout = read_layout(model_dir)?;
-    let kind = layout.kind;
     let mut files = vec!["tokenizer/tokenizer.json", "scheduler/scheduler_config.json"];
     let mut components = vec!["text_encoder", "transformer", "vae"];
     if layout.has_image_encoder {
@@ -134,7 +145,7 @@ pub fn check_complete(model_dir: &Path) -> Result<ModelKind> {
         }
         crate::loader::safetensors_files(&dir)?;
     }
-    Ok(kind)
+    Ok(layout)
 }
 
 /// The dtype each component computes in. The DiT's is the pipeline's (`dtype`); the others may
@@ -154,6 +165,19 @@ impl ModelDtypes {
     /// Every component in `dtype`, the weights in it too.
     pub fn uniform(dtype: DType) -> Self {
         Self { transformer: dtype, text_encoder: dtype, vae: dtype, image_encoder: dtype, transformer_weights: WeightStorage::Compute }
+    }
+
+    /// From the command line's names: `dtype` for the DiT and every component not named, the
+    /// text encoder's and the VAE's when given, and `weights` (`bf16` or `fp8`).
+    pub fn from_names(dtype: &str, text_encoder: Option<&str>, vae: Option<&str>, weights: &str) -> Result<Self> {
+        let dtype = crate::loader::parse_dtype(dtype)?;
+        let component = |name: Option<&str>| name.map(crate::loader::parse_dtype).transpose();
+        Ok(ModelDtypes {
+            text_encoder: component(text_encoder)?.unwrap_or(dtype),
+            vae: component(vae)?.unwrap_or(dtype),
+            transformer_weights: WeightStorage::parse(weights)?,
+            ..ModelDtypes::uniform(dtype)
+        })
     }
 }
 
@@ -202,8 +226,8 @@ impl WanModels {
     }
 
     fn load_components(model_dir: &Path, dtypes: ModelDtypes, device: &Device, with_text_encoder: bool) -> Result<Self> {
-        let kind = check_complete(model_dir)?;
-        let layout = read_layout(model_dir)?;
+        let layout = check_complete_layout(model_dir)?;
+        let kind = layout.kind;
         let text_config = WanTextEncoder::read_config(model_dir)?;
         let text_encoder =
             if with_text_encoder { Some(WanTextEncoder::load(model_dir, dtypes.text_encoder, device)?) } else { None };

@@ -193,24 +193,22 @@ pub fn denoise(
     };
     // The text (and image) context of each prompt, embedded and projected to every block's
     // cross-attention keys and values once per job and expert: it depends on neither the
-    // latents nor the step. The high-noise expert's is dropped when the low-noise one starts.
-    let mut contexts: [Option<(PreparedContext, Option<PreparedContext>)>; 2] = [None, None];
+    // latents nor the step. The timesteps fall, so each expert runs one stretch of steps, and
+    // the high-noise expert's context is dropped when the low-noise one takes over.
+    let mut current: Option<(usize, PreparedContext, Option<PreparedContext>)> = None;
     for (i, &t) in timesteps.iter().enumerate() {
         let (expert, transformer, guidance_scale) = match (boundary, &models.transformer_2) {
             (Some(b), Some(low_noise)) if t < b => (1, low_noise, inputs.guidance.low_noise),
             _ => (0, &models.transformer, inputs.guidance.high_noise),
         };
-        if contexts[expert].is_none() {
-            let cond = transformer.prepare_context(&prompt_embeds, image_embeds.as_ref())?;
-            let uncond = negative_prompt_embeds.as_ref().map(|t| transformer.prepare_context(t, image_embeds.as_ref())).transpose()?;
-            contexts[expert] = Some((cond, uncond));
-            if expert == 1 {
-                contexts[0] = None;
-            }
-        }
-        let Some((cond_context, uncond_context)) = &contexts[expert] else {
-            return Err(Error::InvalidInput("no text context for the expert".into()));
+        let (cond_context, uncond_context) = match current.take() {
+            Some((e, cond, uncond)) if e == expert => (cond, uncond),
+            _ => (
+                transformer.prepare_context(&prompt_embeds, image_embeds.as_ref())?,
+                negative_prompt_embeds.as_ref().map(|t| transformer.prepare_context(t, image_embeds.as_ref())).transpose()?,
+            ),
         };
+        let (_, cond_context, uncond_context) = &*current.insert((expert, cond_context, uncond_context));
         let model_input = match inputs.condition {
             Some(cond) => Tensor::cat(&[&latents, cond], 1)?,
             None => latents.clone(),

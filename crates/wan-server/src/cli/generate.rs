@@ -88,14 +88,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         s => bail!("--seed must be -1 or within 0..=4294967295, got {s}"),
     };
     let model_dir = wan_pipeline::hub_cache::resolve_model(&args.model)?;
-    let dtype = wan_pipeline::loader::parse_dtype(&args.dtype)?;
-    let component_dtype = |flag: &Option<String>| flag.as_deref().map(wan_pipeline::loader::parse_dtype).transpose();
-    let dtypes = ModelDtypes {
-        text_encoder: component_dtype(&args.text_encoder_dtype)?.unwrap_or(dtype),
-        vae: component_dtype(&args.vae_dtype)?.unwrap_or(dtype),
-        transformer_weights: wan_pipeline::fp8::WeightStorage::parse(&args.weights)?,
-        ..ModelDtypes::uniform(dtype)
-    };
+    let dtypes = ModelDtypes::from_names(&args.dtype, args.text_encoder_dtype.as_deref(), args.vae_dtype.as_deref(), &args.weights)?;
     let kernels = args.kernels.parse::<wan_pipeline::backend::KernelChoice>()?;
     wan_pipeline::backend::set_kernel_choice(kernels);
     let device = args.device.parse::<wan_pipeline::device::DeviceChoice>()?.open()?;

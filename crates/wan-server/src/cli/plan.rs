@@ -6,7 +6,6 @@
 //! text encoder only while it encodes unless it is kept between jobs.
 
 use anyhow::Result;
-use wan_pipeline::fp8::WeightStorage;
 use wan_pipeline::memory::{self, human_bytes, JobShape, ModelShapes, WeightBytes};
 use wan_pipeline::pipeline::{check_complete, ModelDtypes};
 
@@ -48,14 +47,7 @@ pub struct PlanArgs {
 pub fn run(args: &PlanArgs) -> Result<()> {
     let model_dir = wan_pipeline::hub_cache::resolve_model(&args.model)?;
     let kind = check_complete(&model_dir)?;
-    let dtype = wan_pipeline::loader::parse_dtype(&args.dtype)?;
-    let component = |flag: &Option<String>| flag.as_deref().map(wan_pipeline::loader::parse_dtype).transpose();
-    let dtypes = ModelDtypes {
-        text_encoder: component(&args.text_encoder_dtype)?.unwrap_or(dtype),
-        vae: component(&args.vae_dtype)?.unwrap_or(dtype),
-        transformer_weights: WeightStorage::parse(&args.weights)?,
-        ..ModelDtypes::uniform(dtype)
-    };
+    let dtypes = ModelDtypes::from_names(&args.dtype, args.text_encoder_dtype.as_deref(), args.vae_dtype.as_deref(), &args.weights)?;
     let weights = WeightBytes::of_dir_with(&model_dir, kind, dtypes)?;
     let shapes = ModelShapes::of_dir(&model_dir, dtypes, args.keep_text_encoder)?;
     let job = JobShape {
