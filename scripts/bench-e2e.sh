@@ -67,7 +67,9 @@ if [ "$PYTHON" = "$BENCH_VENV/bin/python" ] && ! "$PYTHON" -c "$PY_IMPORTS" 2>/d
   say "setting up $BENCH_VENV (torch CPU wheel, diffusers 0.42.1, ...)"
   [ -x "$PYTHON" ] || python3 -m venv "$BENCH_VENV"
   "$PYTHON" -m pip install -q --upgrade pip
-  "$PYTHON" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  # The CPU wheel where download.pytorch.org answers; PyPI's (CUDA-enabled, larger) otherwise.
+  "$PYTHON" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+    || "$PYTHON" -m pip install -q torch
   "$PYTHON" -m pip install -q "${PY_PACKAGES[@]}"
 fi
 "$PYTHON" -c "$PY_IMPORTS" 2>/dev/null \
@@ -183,7 +185,7 @@ run_one() {
 ours_cmd() {  # OUTFILE
   local cmd=("$WAN_SERVER" generate --model "$MODEL" --prompt "$PROMPT" --frames "$FRAMES" --fps "$FPS"
     --width "$WIDTH" --height "$HEIGHT" --steps "$STEPS" --guidance "$GUIDANCE" --seed "$SEED"
-    --dtype "$DTYPE")
+    --dtype "$DTYPE" --vae-dtype f32)
   [ "${BENCH_E2E_NO_TE_DTYPE:-0}" = 1 ] || cmd+=(--text-encoder-dtype "$TE_DTYPE")
   cmd+=(--device cpu --out "$1")
   printf '%s\0' "${cmd[@]}"

@@ -29,11 +29,36 @@ const SUB_COLS: usize = 16;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tile_f32(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
+    // SAFETY (caller): as above.
+    unsafe { tile_f32_onto::<false>(kc, a, lda, b, out) }
+}
+
+/// [`tile_f32`] added to what the tile already holds, as [`super::avx512::tile_f32_accumulate`].
+///
+/// # Safety
+/// As [`tile_f32`], and `out.c` addresses MR rows of NR readable f32 too.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn tile_f32_accumulate(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
+    // SAFETY (caller): as above.
+    unsafe { tile_f32_onto::<true>(kc, a, lda, b, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile_f32_onto<const ACCUMULATE: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
     // SAFETY (caller): every offset below stays inside the strip, panel and tile described above.
     unsafe {
         for col in (0..NR).step_by(SUB_COLS) {
             for row in (0..MR).step_by(SUB_ROWS) {
                 let mut acc = [[_mm256_setzero_ps(); 2]; SUB_ROWS];
+                if ACCUMULATE {
+                    for (i, r) in acc.iter_mut().enumerate() {
+                        let c = out.c.add((row + i) * out.ldc + col);
+                        *r = [_mm256_loadu_ps(c), _mm256_loadu_ps(c.add(8))];
+                    }
+                }
                 for k in 0..kc {
                     let bk = b.add(k * NR + col);
                     let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));

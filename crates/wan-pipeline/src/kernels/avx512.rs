@@ -47,7 +47,8 @@ unsafe fn store(acc: &[[__m512; 2]; MR], out: TileOut) {
 }
 
 /// f32 tile: `out = A B (+ bias)` over `kc` steps, A as `a[k * lda + i]` (`lda` is `MR` for a
-/// packed strip; attention passes its probabilities in place, a wider row), B as `b[k * NR + j]`.
+/// packed strip; attention passes its probabilities in place, a wider row; the VAE's convolution
+/// an input frame's channel planes), B as `b[k * NR + j]`.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a` addresses `(kc - 1) * lda + MR` and `b` `kc * NR` readable f32;
@@ -55,8 +56,34 @@ unsafe fn store(acc: &[[__m512; 2]; MR], out: TileOut) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn tile_f32(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
+    // SAFETY (caller): as above.
+    unsafe { tile_f32_onto::<false>(kc, a, lda, b, out) }
+}
+
+/// [`tile_f32`] added to what the tile already holds: `out += A B (+ bias)`, so that a sum over
+/// several products (a convolution's taps) stays in one tile without a scratch copy.
+///
+/// # Safety
+/// As [`tile_f32`], and `out.c` addresses MR rows of NR readable f32 too.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn tile_f32_accumulate(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
+    // SAFETY (caller): as above.
+    unsafe { tile_f32_onto::<true>(kc, a, lda, b, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_f32_onto<const ACCUMULATE: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if ACCUMULATE {
+            for (i, row) in acc.iter_mut().enumerate() {
+                let c = out.c.add(i * out.ldc);
+                *row = [_mm512_loadu_ps(c), _mm512_loadu_ps(c.add(16))];
+            }
+        }
         for k in 0..kc {
             let bk = b.add(k * NR);
             let (b0, b1) = (_mm512_loadu_ps(bk), _mm512_loadu_ps(bk.add(16)));

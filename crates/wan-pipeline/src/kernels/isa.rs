@@ -24,7 +24,33 @@ pub fn isa() -> Isa {
     *ISA.get_or_init(detect)
 }
 
+/// What the CPU has, capped by `WAN_CPU_ISA` (`avx2` or `baseline`): so that an AVX-512 machine
+/// can run, test and time the kernels an AVX2-only CPU runs. A value that names no instruction
+/// set, or a wider one than the CPU has, changes nothing.
 fn detect() -> Isa {
+    let cap = std::env::var("WAN_CPU_ISA").ok();
+    cap_to(detect_cpu(), cap.as_deref())
+}
+
+fn cap_to(found: Isa, cap: Option<&str>) -> Isa {
+    let cap = match cap.map(str::trim) {
+        Some("avx2") => Isa::Avx2Fma,
+        Some("baseline") => Isa::Baseline,
+        _ => return found,
+    };
+    let width = |i: Isa| match i {
+        Isa::Avx512 => 2,
+        Isa::Avx2Fma => 1,
+        Isa::Baseline => 0,
+    };
+    if width(cap) < width(found) {
+        cap
+    } else {
+        found
+    }
+}
+
+fn detect_cpu() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -56,5 +82,21 @@ pub fn instruction_sets() -> String {
         Isa::Avx512 => "AVX-512F: f32 gemm, attention, row kernels; bf16 products widened to f32".into(),
         Isa::Avx2Fma => "AVX2 + FMA: f32 gemm, attention, row kernels; bf16 products widened to f32".into(),
         Isa::Baseline => "no AVX2: row kernels only; products through candle".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_only_narrows() {
+        assert_eq!(cap_to(Isa::Avx512, Some("avx2")), Isa::Avx2Fma);
+        assert_eq!(cap_to(Isa::Avx512, Some("baseline")), Isa::Baseline);
+        assert_eq!(cap_to(Isa::Avx2Fma, Some("avx2")), Isa::Avx2Fma);
+        assert_eq!(cap_to(Isa::Baseline, Some("avx2")), Isa::Baseline);
+        assert_eq!(cap_to(Isa::Avx512, Some("avx512")), Isa::Avx512);
+        assert_eq!(cap_to(Isa::Avx512, None), Isa::Avx512);
+        assert_eq!(cap_to(Isa::Avx2Fma, Some("sse9")), Isa::Avx2Fma);
     }
 }

@@ -33,6 +33,26 @@ pub unsafe fn tile_f32(kc: usize, a: *const f32, lda: usize, b: *const f32, out:
     unreachable!("tile_f32 called on a CPU without AVX2 (has_f32_kernel is false)")
 }
 
+/// `out += A B (+ bias)`, as [`tile_f32`] onto the tile's current values; see
+/// [`super::avx512::tile_f32_accumulate`].
+///
+/// # Safety
+/// As [`tile_f32`], and the tile is readable.
+#[inline]
+pub unsafe fn tile_f32_accumulate(kc: usize, a: *const f32, lda: usize, b: *const f32, out: TileOut) {
+    // SAFETY (caller): as the variant's contract; the variant matches the detected CPU.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match isa() {
+            Isa::Avx512 => return super::avx512::tile_f32_accumulate(kc, a, lda, b, out),
+            Isa::Avx2Fma => return super::avx2::tile_f32_accumulate(kc, a, lda, b, out),
+            Isa::Baseline => {}
+        }
+    }
+    let _ = (kc, a, lda, b, out);
+    unreachable!("tile_f32_accumulate called on a CPU without AVX2 (has_f32_kernel is false)")
+}
+
 /// bf16 tile; see [`super::avx512::tile_bf16`].
 ///
 /// # Safety

@@ -21,6 +21,8 @@ mod aligned;
 mod attention;
 mod avx2;
 mod avx512;
+mod channel_norm;
+mod conv3d;
 mod elem;
 pub mod flash;
 mod gelu;
@@ -36,6 +38,8 @@ mod softmax;
 mod widen;
 
 pub use attention::attention;
+pub use channel_norm::channel_norm;
+pub use conv3d::{causal_conv3d, ConvGeometry, PackedConv3d};
 pub use half_on_cpu::{attention_operands, conv2d, widened_linear};
 pub use isa::{instruction_sets, isa, Isa};
 pub use norm_rope::{norm_rope, norm_rope_cpu};
@@ -48,3 +52,5 @@ pub use widen::to_f32;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod conv3d_tests;

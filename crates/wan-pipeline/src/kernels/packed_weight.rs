@@ -99,14 +99,23 @@ impl PackedWeight {
     }
 }
 
+/// Steps of k packed at once for all of a panel's rows: the block's writes (`PACK_BLOCK * NR`
+/// values) stay in L1 while each row's segment is read front to back, instead of one store per
+/// cache line of the panel.
+const PACK_BLOCK: usize = 64;
+
 fn pack_f32(w: &[f32], out_dim: usize, in_dim: usize, panels: usize) -> AlignedBuf {
     let panel_len = in_dim * NR;
     let mut data = AlignedBuf::zeroed(panels * panel_len * 4);
     data.as_f32_mut()[..panels * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
-        for j in 0..NR.min(out_dim - p * NR) {
-            let row = &w[(p * NR + j) * in_dim..][..in_dim];
-            for (k, &v) in row.iter().enumerate() {
-                panel[k * NR + j] = v;
+        let rows = NR.min(out_dim - p * NR);
+        for k0 in (0..in_dim).step_by(PACK_BLOCK) {
+            let k1 = (k0 + PACK_BLOCK).min(in_dim);
+            for j in 0..rows {
+                let row = &w[(p * NR + j) * in_dim..][k0..k1];
+                for (k, &v) in (k0..k1).zip(row) {
+                    panel[k * NR + j] = v;
+                }
             }
         }
     });
@@ -115,13 +124,21 @@ fn pack_f32(w: &[f32], out_dim: usize, in_dim: usize, panels: usize) -> AlignedB
 
 fn pack_bf16(w: &[half::bf16], out_dim: usize, in_dim: usize, panels: usize) -> AlignedBuf {
     let k_pairs = in_dim.div_ceil(2);
-    let panel_len = k_pairs * NR * 2;
-    let mut data = AlignedBuf::zeroed(panels * panel_len * 2);
-    data.as_u16_mut()[..panels * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
-        for j in 0..NR.min(out_dim - p * NR) {
-            let row = &w[(p * NR + j) * in_dim..][..in_dim];
-            for (k, v) in row.iter().enumerate() {
-                panel[((k / 2) * NR + j) * 2 + k % 2] = v.to_bits();
+    let panel_len = k_pairs * NR;
+    let mut data = AlignedBuf::zeroed(panels * panel_len * 4);
+    // One u32 per (pair of k, output): k = 2p in the low half, 2p + 1 in the high half (zero past
+    // an odd k's end), the layout `PackedFormat::Bf16` documents.
+    data.as_u32_mut()[..panels * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
+        let rows = NR.min(out_dim - p * NR);
+        for q0 in (0..k_pairs).step_by(PACK_BLOCK) {
+            let q1 = (q0 + PACK_BLOCK).min(k_pairs);
+            for j in 0..rows {
+                let row = &w[(p * NR + j) * in_dim..][..in_dim];
+                for q in q0..q1 {
+                    let lo = u32::from(row[2 * q].to_bits());
+                    let hi = row.get(2 * q + 1).map_or(0, |v| u32::from(v.to_bits()));
+                    panel[q * NR + j] = lo | hi << 16;
+                }
             }
         }
     });

@@ -119,12 +119,69 @@ impl StreamingSafetensors {
             .get(name)
             .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
         let (path, file) = &self.files[entry.file];
-        let mut bytes = vec![0u8; entry.len];
-        file.read_exact_at(&mut bytes, entry.start)
-            .map_err(|e| candle_core::Error::Msg(format!("reading {name} from {}: {e}", path.display())))?;
-        let stored = Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
-        drop(bytes);
+        let read = |bytes: &mut [u8]| {
+            file.read_exact_at(bytes, entry.start)
+                .map_err(|e| candle_core::Error::Msg(format!("reading {name} from {}: {e}", path.display())))
+        };
+        // The float dtypes are read straight into the tensor's own buffer (one copy out of the
+        // page cache, no second one); the rest through a byte buffer.
+        let stored = match entry.dtype {
+            DType::F32 => read_typed::<f32>(entry, read)?,
+            DType::BF16 => read_typed::<half::bf16>(entry, read)?,
+            DType::F16 => read_typed::<half::f16>(entry, read)?,
+            _ => {
+                let mut bytes = vec![0u8; entry.len];
+                read(&mut bytes)?;
+                Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?
+            }
+        };
         stored.to_dtype(dtype)?.to_device(device)
+    }
+}
+
+
+/// A tensor of `T`s read by `read` straight into the vector candle then keeps: allocated zeroed
+/// (for a large tensor, fresh pages that the read itself fills: nothing is cleared, filled or
+/// copied twice).
+fn read_typed<T: candle_core::WithDType + plain::Plain>(
+    entry: &TensorEntry,
+    read: impl Fn(&mut [u8]) -> candle_core::Result<()>,
+) -> candle_core::Result<Tensor> {
+    let n = entry.len / std::mem::size_of::<T>();
+    let mut values = plain::zeroed::<T>(n);
+    // SAFETY: `values` holds n initialised T, exactly entry.len bytes; every bit pattern is a
+    // valid T (`Plain`), so whatever bytes are read make valid values.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), n * std::mem::size_of::<T>()) };
+    read(bytes)?;
+    // The stored bytes are little-endian, as this machine's.
+    Tensor::from_vec(values, entry.shape.as_slice(), &Device::Cpu)
+}
+
+/// The element types [`read_typed`] fills from raw bytes, and their zeroed vectors.
+mod plain {
+    /// A type with no padding, for which every bit pattern (all zeros included) is a valid value.
+    pub trait Plain: Copy {}
+    impl Plain for f32 {}
+    impl Plain for half::bf16 {}
+    impl Plain for half::f16 {}
+
+    /// `n` zeros from the allocator's zeroed memory (`vec![x; n]` fills element by element for a
+    /// type the standard library does not know to be zero, such as `bf16`).
+    pub fn zeroed<T: Plain>(n: usize) -> Vec<T> {
+        let layout = match std::alloc::Layout::array::<T>(n) {
+            Ok(layout) if layout.size() > 0 => layout,
+            _ => return Vec::new(),
+        };
+        // SAFETY: the layout has a non-zero size; the block is zeroed, and all-zero bytes are a
+        // valid T (`Plain`); the vector takes ownership of a block allocated with T's array
+        // layout for exactly n elements, as `Vec::from_raw_parts` requires.
+        unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Vec::from_raw_parts(ptr, n, n)
+        }
     }
 }
 

@@ -5,12 +5,20 @@
 //! activations are kept frame-major, `(B, T, C, H, W)`, so folding frames into the batch is a free
 //! reshape. Causality: the time axis gets `2 * padding_t` frames on the left only, taken from the
 //! previous chunk's cache where there is one and zeros otherwise.
+//!
+//! Under the native backend the weight is also packed at load time for
+//! [`crate::kernels::causal_conv3d`], which runs all `kt * kh * kw` taps as one product per block
+//! of output pixels and reads the history and the padding in place; the per-tap formulation
+//! below is what every other device runs.
+
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::cache::CacheSlot;
 use super::conv2d::conv2d;
+use crate::kernels::{causal_conv3d, ConvGeometry, PackedConv3d};
 use crate::Result;
 
 /// Shape of a 3D kernel: (time, height, width).
@@ -38,6 +46,8 @@ pub struct CausalConv3d {
     time_stride: usize,
     /// Symmetric zero padding of height and width.
     spatial_pad: usize,
+    /// The whole `(O, C, kt, kh, kw)` weight and the bias packed for the native kernel, where it runs.
+    packed: Option<Arc<PackedConv3d>>,
 }
 
 impl CausalConv3d {
@@ -56,8 +66,10 @@ impl CausalConv3d {
         let taps = (0..kernel.t)
             .map(|k| Ok(weight.narrow(2, k, 1)?.squeeze(2)?.contiguous()?))
             .collect::<Result<Vec<_>>>()?;
-        let bias = vb.get(out_dim, "bias")?.reshape((out_dim, 1, 1))?;
-        Ok(Self { taps, bias, time_pad: 2 * padding.0, time_stride, spatial_pad: padding.1 })
+        let bias = vb.get(out_dim, "bias")?;
+        let packed = PackedConv3d::pack(&weight, &bias)?.map(Arc::new);
+        let bias = bias.reshape((out_dim, 1, 1))?;
+        Ok(Self { taps, bias, time_pad: 2 * padding.0, time_stride, spatial_pad: padding.1, packed })
     }
 
     /// A pointwise (1x1x1) conv: `conv_shortcut`, `quant_conv`, `post_quant_conv`.
@@ -68,6 +80,17 @@ impl CausalConv3d {
     /// `x` `(B, T, C, H, W)` with `history` (up to `time_pad` earlier frames, or none) in front.
     /// Returns `(B, T', O, H', W')`.
     pub fn forward(&self, x: &Tensor, history: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(packed) = &self.packed {
+            let geometry = ConvGeometry {
+                time_pad: self.time_pad,
+                time_stride: self.time_stride,
+                pad: self.spatial_pad,
+                stride: 1,
+            };
+            if let Some(y) = causal_conv3d(x, history, packed, geometry)? {
+                return Ok(y);
+            }
+        }
         let x = self.pad_time(x, history)?;
         let (b, t_in, c, h, w) = x.dims5()?;
         let kt = self.taps.len();

@@ -115,7 +115,7 @@ impl Decoder {
             for block in spatial {
                 y = block.forward(&y, cache)?;
             }
-            let y = candle_nn::ops::silu(&self.norm_out.forward(&y)?)?;
+            let y = self.norm_out.forward_silu(&y)?;
             outputs.push(self.conv_out.forward_cached(&y, cache.next_slot())?);
         }
         Ok(Tensor::cat(&outputs, 1)?)

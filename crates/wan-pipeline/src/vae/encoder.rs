@@ -93,7 +93,7 @@ impl Encoder {
         }
         let x = Self::run_layers(rest, Tensor::cat(&outputs, 1)?, cache)?;
         let x = self.mid_block.forward(&x, cache)?;
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward_cached(&x, cache.next_slot())
     }
 

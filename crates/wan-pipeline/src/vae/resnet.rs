@@ -40,9 +40,9 @@ impl ResidualBlock {
             Some(conv) => conv.forward(x, None)?,
             None => x.clone(),
         };
-        let h = candle_nn::ops::silu(&self.norm1.forward(x)?)?;
+        let h = self.norm1.forward_silu(x)?;
         let h = self.conv1.forward_cached(&h, cache.next_slot())?;
-        let h = candle_nn::ops::silu(&self.norm2.forward(&h)?)?;
+        let h = self.norm2.forward_silu(&h)?;
         // Dropout is identity at inference.
         let h = self.conv2.forward_cached(&h, cache.next_slot())?;
         Ok((h + shortcut)?)
