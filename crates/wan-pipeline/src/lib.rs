@@ -13,6 +13,7 @@ pub mod device;
 pub mod backend;
 pub mod memory;
 pub mod loader;
+mod plain;
 pub mod hub_cache;
 pub mod text_encoder;
 pub mod image_encoder;

@@ -1,10 +1,15 @@
 //! A zero-initialised buffer aligned to a cache line, so that each 64-byte vector load of a packed
 //! panel touches exactly one line.
 
+use crate::plain::{zeroed_vec, Plain};
+
 /// One cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([u8; 64]);
+
+// SAFETY: 64 plain bytes, no padding (the alignment equals the size).
+unsafe impl Plain for Line {}
 
 /// A growable byte buffer whose start is 64-byte aligned, viewed as `f32` or `u16`.
 #[derive(Default)]
@@ -21,7 +26,7 @@ impl std::fmt::Debug for AlignedBuf {
 impl AlignedBuf {
     /// A buffer of at least `bytes` bytes, all zero.
     pub fn zeroed(bytes: usize) -> Self {
-        Self { lines: zeroed_lines(bytes.div_ceil(64)) }
+        Self { lines: zeroed_vec(bytes.div_ceil(64)) }
     }
 
     /// Makes room for at least `bytes` bytes (contents unspecified afterwards). Growth only, so a
@@ -29,7 +34,7 @@ impl AlignedBuf {
     pub fn reserve_bytes(&mut self, bytes: usize) {
         let lines = bytes.div_ceil(64);
         if self.lines.len() < lines {
-            self.lines = zeroed_lines(lines);
+            self.lines = zeroed_vec(lines);
         }
     }
 
@@ -56,25 +61,6 @@ impl AlignedBuf {
     pub fn as_u16(&self) -> &[u16] {
         // SAFETY: as in `as_f32`; u16 needs 2-byte alignment.
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len_bytes() / 2) }
-    }
-}
-
-/// `n` zeroed lines from the allocator's zeroed memory: for a large buffer, fresh pages that are
-/// zero until first written (`vec![Line([0; 64]); n]` would write every line once first, a whole
-/// pass over memory before a packed weight is written over it).
-fn zeroed_lines(n: usize) -> Vec<Line> {
-    let layout = match std::alloc::Layout::array::<Line>(n) {
-        Ok(layout) if layout.size() > 0 => layout,
-        _ => return Vec::new(),
-    };
-    // SAFETY: the layout has a non-zero size; zeroed bytes are a valid `Line` (plain bytes); the
-    // vector owns a block allocated with Line's array layout for exactly n elements.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout).cast::<Line>();
-        if ptr.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        Vec::from_raw_parts(ptr, n, n)
     }
 }
 

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::elem::SendPtr;
+
 use crate::Result;
 
 /// Pixels per task: their running sums stay in registers / L1 while the channels stream past.
@@ -65,8 +67,3 @@ pub fn channel_norm(x: &Tensor, channel_dim: usize, gamma: &[f32], eps: f32, sil
     Ok(Some(Tensor::from_vec(out, dims, &Device::Cpu)?))
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint pixels of the output (see `channel_norm`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}

@@ -18,6 +18,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::aligned::{with_thread_buffer, AlignedBuf};
+use super::elem::SendPtr;
 use super::microkernel::{tile_f32, tile_f32_accumulate, TileOut, MR, NR};
 use super::packed_weight::{PackedFormat, PackedWeight};
 use crate::{Error, Result};
@@ -167,12 +168,6 @@ pub fn causal_conv3d(x: &Tensor, history: Option<&Tensor>, w: &PackedConv3d, g: 
     }
     Ok(Some(Tensor::from_vec(out, (b, t_out, o, h_out, w_out), &Device::Cpu)?))
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint parts of the output (see `causal_conv3d`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[derive(Clone, Copy)]
 struct Shape {

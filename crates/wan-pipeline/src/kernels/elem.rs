@@ -110,3 +110,11 @@ mod tests {
         }
     }
 }
+
+/// An output pointer handed to the tasks of a parallel kernel, each of which writes only its own
+/// disjoint part of the output (each kernel's SAFETY comments say which).
+#[derive(Clone, Copy)]
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: the tasks sharing one write disjoint elements, and the buffer outlives them.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
+use crate::plain::{zeroed_vec, Plain};
 use crate::{Error, Result};
 
 /// Where one tensor lives: which file, its stored dtype and shape, and its byte range.
@@ -143,46 +144,18 @@ impl StreamingSafetensors {
 /// A tensor of `T`s read by `read` straight into the vector candle then keeps: allocated zeroed
 /// (for a large tensor, fresh pages that the read itself fills: nothing is cleared, filled or
 /// copied twice).
-fn read_typed<T: candle_core::WithDType + plain::Plain>(
+fn read_typed<T: candle_core::WithDType + Plain>(
     entry: &TensorEntry,
     read: impl Fn(&mut [u8]) -> candle_core::Result<()>,
 ) -> candle_core::Result<Tensor> {
     let n = entry.len / std::mem::size_of::<T>();
-    let mut values = plain::zeroed::<T>(n);
+    let mut values = zeroed_vec::<T>(n);
     // SAFETY: `values` holds n initialised T, exactly entry.len bytes; every bit pattern is a
     // valid T (`Plain`), so whatever bytes are read make valid values.
     let bytes = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), n * std::mem::size_of::<T>()) };
     read(bytes)?;
     // The stored bytes are little-endian, as this machine's.
     Tensor::from_vec(values, entry.shape.as_slice(), &Device::Cpu)
-}
-
-/// The element types [`read_typed`] fills from raw bytes, and their zeroed vectors.
-mod plain {
-    /// A type with no padding, for which every bit pattern (all zeros included) is a valid value.
-    pub trait Plain: Copy {}
-    impl Plain for f32 {}
-    impl Plain for half::bf16 {}
-    impl Plain for half::f16 {}
-
-    /// `n` zeros from the allocator's zeroed memory (`vec![x; n]` fills element by element for a
-    /// type the standard library does not know to be zero, such as `bf16`).
-    pub fn zeroed<T: Plain>(n: usize) -> Vec<T> {
-        let layout = match std::alloc::Layout::array::<T>(n) {
-            Ok(layout) if layout.size() > 0 => layout,
-            _ => return Vec::new(),
-        };
-        // SAFETY: the layout has a non-zero size; the block is zeroed, and all-zero bytes are a
-        // valid T (`Plain`); the vector takes ownership of a block allocated with T's array
-        // layout for exactly n elements, as `Vec::from_raw_parts` requires.
-        unsafe {
-            let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
-            if ptr.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Vec::from_raw_parts(ptr, n, n)
-        }
-    }
 }
 
 impl SimpleBackend for StreamingSafetensors {
